@@ -1,0 +1,265 @@
+"""The ``fastclv`` command line: thin wrappers over the library, friendly errors, exit codes.
+
+Exit codes: 0 success, 1 failure, 2 bad input or usage, 3 cross-check mismatch,
+75 transient failure (retry later).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fastclv.config import Settings, parse_date, redact_uri
+from fastclv.errors import ConfigError, FastclvError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="fastclv: CSV exports -> validated, cross-checked customer lifetime value in PostgreSQL.",
+)
+pg_app = typer.Typer(no_args_is_help=True, help="A throwaway local PostgreSQL for trying fastclv out.")
+app.add_typer(pg_app, name="pg")
+
+out = Console()
+err = Console(stderr=True)
+
+#: Where `fastclv run` keeps its throwaway PostgreSQL when no URI is configured.
+DEFAULT_LOCAL_PG = Path(".fastclv") / "pg"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _date_option(value: str | None) -> date | None:
+    return parse_date(value) if value else None
+
+
+@contextmanager
+def _user_errors(verbose: bool) -> Iterator[None]:
+    """Show any failure as a message and an exit code, never as a traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: every error becomes a message
+        raise _fail(exc, verbose) from None
+
+
+def _fail(exc: BaseException, verbose: bool) -> typer.Exit:
+    """Turn an exception into a one-paragraph message and an exit code (no traceback)."""
+    if isinstance(exc, FastclvError):
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return typer.Exit(exc.exit_code)
+    if verbose:
+        err.print_exception()
+    err.print(
+        f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+        "Hint: this is a bug in fastclv; rerun with --verbose for details and report it.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return typer.Exit(1)
+
+
+@app.command()
+def run(
+    input: Annotated[
+        str | None,
+        typer.Option("--input", "-i", help="Folder or URI holding the three CSVs [env FASTCLV_INPUT]."),
+    ] = None,
+    staging: Annotated[
+        str | None,
+        typer.Option(help="Staging root; the run writes <staging>/<as-of>/ [env FASTCLV_STAGING]."),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD (default: yesterday, UTC).")
+    ] = None,
+    pg_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--pg-uri",
+            help="libpq URI of the target PostgreSQL [env FASTCLV_PG_URI]; default: throwaway local server.",
+            show_default=False,
+        ),
+    ] = None,
+    pg_schema: Annotated[
+        str | None, typer.Option("--schema", help="PostgreSQL schema [default: public].")
+    ] = None,
+    load: Annotated[bool, typer.Option("--load/--no-load", help="Load into PostgreSQL.")] = True,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Cross-check with DuckDB before loading.")
+    ] = True,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter [default: ,].")] = None,
+    horizon_months: Annotated[
+        int | None, typer.Option(help="CLV horizon in months of 30 days [default: 12].")
+    ] = None,
+    margin: Annotated[float | None, typer.Option(help="Profit margin [default: 1.0].")] = None,
+    discount_rate: Annotated[
+        float | None, typer.Option(help="Monthly discount rate [default: 0.01].")
+    ] = None,
+    penalizer: Annotated[
+        float | None, typer.Option(help="L2 penalty on model parameters [default: 0].")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stage.")] = False,
+) -> None:
+    """Validate, transform, cross-check and load one as-of date."""
+    _setup_logging(verbose)
+    from fastclv import pipeline
+
+    with _user_errors(verbose):
+        settings = Settings.from_env(
+            input=input,
+            staging=staging,
+            as_of=_date_option(as_of),
+            pg_uri=pg_uri,
+            pg_schema=pg_schema,
+            load=load,
+            verify=verify,
+            delimiter=delimiter,
+            horizon_months=horizon_months,
+            margin=margin,
+            discount_rate=discount_rate,
+            penalizer=penalizer,
+        )
+        if settings.load and not settings.pg_uri:
+            settings = settings.replace(pg_uri=_throwaway_postgres())
+        summary = _run_with_progress(pipeline, settings)
+    _print_summary(summary)
+
+
+def _run_with_progress(pipeline: Any, settings: Settings) -> Any:
+    if not err.is_terminal:
+        return pipeline.run(settings)
+    with err.status("starting") as status:
+
+        def progress(stage_name: str, event: str) -> None:
+            if event == "start":
+                status.update(f"[bold]{stage_name}[/] ...")
+
+        return pipeline.run(settings, progress=progress)
+
+
+def _throwaway_postgres() -> str:
+    from fastclv import localpg
+
+    server = localpg.start_local_postgres(DEFAULT_LOCAL_PG.resolve())
+    err.print(
+        f"No PostgreSQL configured: using a throwaway local server at [bold]{server.uri}[/]\n"
+        f"  (data in {server.data_dir}; stop it with: {server.stop_command()})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return server.uri
+
+
+def _print_summary(summary: Any) -> None:
+    table = Table(title=f"fastclv run {summary.run_id} (as of {summary.as_of})", title_justify="left")
+    for column in ("file", "read", "valid", "rejected", "duplicates", "after as-of", "rejects by reason"):
+        table.add_column(column, justify="left" if column in ("file", "rejects by reason") else "right")
+    for counts in summary.files.values():
+        reasons = ", ".join(f"{k}={v}" for k, v in counts["rejected_by_reason"].items() if v)
+        table.add_row(
+            str(counts["file"]),
+            f"{counts['read']:,}",
+            f"{counts['valid']:,}",
+            f"{counts['rejected']:,}",
+            f"{counts['duplicates_dropped']:,}",
+            f"{counts['after_as_of']:,}",
+            reasons or "-",
+        )
+    out.print(table)
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in summary.timings.items())
+    out.print(f"customers out: [bold]{summary.output_rows:,}[/]   seconds: {stages}", highlight=False)
+    if summary.model and summary.model.get("reason"):
+        out.print(f"[yellow]model:[/] {summary.model['reason']}", highlight=False)
+    if summary.load:
+        out.print(f"loaded {summary.load['rows']:,} rows into {summary.load['partition']}", highlight=False)
+    out.print(f"staged: {Path(summary.staging) / summary.as_of.isoformat()}", highlight=False)
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write the three CSVs and expected.json into.")
+    ],
+    customers: Annotated[int, typer.Option(help="Number of customers.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    dirty_rows: Annotated[int, typer.Option(help="Rows of every reject reason to inject.")] = 0,
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="The as-of date the expected counts are for.")
+    ] = "2025-12-31",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Generate realistic (optionally dirty) input data with its exact expected counts."""
+    _setup_logging(verbose)
+    from fastclv.generate import generate as run_generate
+
+    with _user_errors(verbose):
+        if customers < 0 or dirty_rows < 0:
+            raise ConfigError("--customers and --dirty-rows must be >= 0.")
+        result = run_generate(
+            out_dir, customers=customers, seed=seed, dirty_rows=dirty_rows, as_of=parse_date(as_of)
+        )
+    rows = ", ".join(f"{name}: {n:,}" for name, n in result.rows.items())
+    out.print(
+        f"wrote {out_dir} ({rows}) in {result.seconds:.1f}s; expected counts in {result.expected_path}",
+        highlight=False,
+    )
+
+
+@pg_app.command("start")
+def pg_start(
+    data_dir: Annotated[Path, typer.Option(help="Cluster folder.")] = DEFAULT_LOCAL_PG,
+) -> None:
+    """Start (or reuse) the throwaway local PostgreSQL and print its URI."""
+    from fastclv import localpg
+
+    with _user_errors(False):
+        server = localpg.start_local_postgres(data_dir.resolve())
+    out.print(server.uri, highlight=False)
+    err.print(f"stop it with: {server.stop_command()}", highlight=False)
+
+
+@pg_app.command("stop")
+def pg_stop(data_dir: Annotated[Path, typer.Option(help="Cluster folder.")] = DEFAULT_LOCAL_PG) -> None:
+    """Stop the throwaway local PostgreSQL."""
+    from fastclv import localpg
+
+    with _user_errors(False):
+        localpg.stop_local_postgres(data_dir.resolve())
+
+
+@pg_app.command("status")
+def pg_status(data_dir: Annotated[Path, typer.Option(help="Cluster folder.")] = DEFAULT_LOCAL_PG) -> None:
+    """Print the URI of the running throwaway PostgreSQL (exit 1 if not running)."""
+    from fastclv import localpg
+
+    server = localpg.local_postgres_status(data_dir.resolve())
+    if server is None:
+        err.print("not running")
+        raise typer.Exit(1)
+    out.print(redact_uri(server.uri), highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

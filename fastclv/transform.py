@@ -1,0 +1,106 @@
+"""Transform: validated inputs -> the historical columns of ``customer_ltv`` (contract section 4).
+
+Pure LazyFrame -> LazyFrame functions: no I/O, no Airflow. Money stays exact (Decimal) until
+a column is a double by contract.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+from fastclv.contract import COUNTED_STATUS, MONEY, MONEY_WIDE, OUTPUT_SCHEMA, as_of_cutoff
+
+
+def counted_orders(orders: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
+    """Orders that count: completed and before the cutoff; with their UTC purchase day."""
+    return orders.filter(
+        (pl.col("status") == COUNTED_STATUS) & (pl.col("order_ts") < as_of_cutoff(as_of))
+    ).select("order_id", "customer_id", "order_ts", pl.col("order_ts").dt.date().alias("day"))
+
+
+def item_amount() -> pl.Expr:
+    """Quantity * unit_price - discount, exact."""
+    return (pl.col("quantity").cast(pl.Int64) * pl.col("unit_price") - pl.col("discount")).cast(MONEY_WIDE)
+
+
+def purchase_days(orders: pl.LazyFrame, items: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
+    """One row per (customer, purchase day): orders, first/last order time, value."""
+    counted = counted_orders(orders, as_of)
+    by_day = counted.group_by("customer_id", "day").agg(
+        pl.len().alias("orders"),
+        pl.col("order_ts").min().alias("first_ts"),
+        pl.col("order_ts").max().alias("last_ts"),
+    )
+    values = (
+        items.select("order_id", item_amount().alias("amount"))
+        .join(counted.select("order_id", "customer_id", "day"), on="order_id", how="inner")
+        .group_by("customer_id", "day")
+        .agg(pl.col("amount").sum().alias("value"))
+    )
+    return by_day.join(values, on=["customer_id", "day"], how="left").with_columns(
+        pl.col("value").fill_null(pl.lit(0).cast(MONEY_WIDE))
+    )
+
+
+def customer_history(days: pl.LazyFrame) -> pl.LazyFrame:
+    """Per-customer aggregates of the purchase days (customers with counted orders only)."""
+    first_day = pl.col("day").min()
+    return days.group_by("customer_id").agg(
+        pl.col("first_ts").min().alias("first_order_at"),
+        pl.col("last_ts").max().alias("last_order_at"),
+        pl.col("orders").sum().cast(pl.Int32).alias("orders_count"),
+        pl.col("value").sum().alias("_total"),
+        pl.col("value").filter(pl.col("day") == first_day).sum().alias("_first_day_value"),
+        pl.len().alias("_days"),
+        first_day.alias("_first_day"),
+        pl.col("day").max().alias("_last_day"),
+    )
+
+
+def customer_ltv(
+    customers: pl.LazyFrame, orders: pl.LazyFrame, items: pl.LazyFrame, as_of: date
+) -> pl.LazyFrame:
+    """Every valid customer's historical CLV columns as of ``as_of`` (predictive ones null).
+
+    frequency, recency_days, t_days and monetary_value follow lifetimes'
+    ``summary_data_from_transaction_data`` with daily periods and observation end ``as_of``.
+    """
+    history = customer_history(purchase_days(orders, items, as_of))
+    has_orders = pl.col("orders_count") > 0
+    total = pl.col("_total")
+    frequency = (pl.col("_days") - 1).cast(pl.Int32)
+    repeat_value = total - pl.col("_first_day_value")
+    cents = pl.lit(100.0)
+    return (
+        customers.select("customer_id", "signup_date", "country")
+        .join(history, on="customer_id", how="left")
+        .with_columns(pl.col("orders_count").fill_null(0))
+        .select(
+            pl.lit(as_of).alias("as_of"),
+            "customer_id",
+            "signup_date",
+            "country",
+            "first_order_at",
+            "last_order_at",
+            "orders_count",
+            total.fill_null(pl.lit(0).cast(MONEY_WIDE)).cast(MONEY).alias("total_revenue"),
+            # Divide the exact cent count once, so the double is correctly rounded.
+            pl.when(has_orders)
+            .then((total * 100).cast(pl.Float64) / (pl.col("orders_count").cast(pl.Float64) * cents))
+            .alias("avg_order_value"),
+            frequency.alias("frequency"),
+            (pl.col("_last_day") - pl.col("_first_day")).dt.total_days().cast(pl.Int32).alias("recency_days"),
+            (pl.lit(as_of) - pl.col("_first_day")).dt.total_days().cast(pl.Int32).alias("t_days"),
+            pl.when(frequency > 0)
+            .then((repeat_value * 100).cast(pl.Float64) / (frequency.cast(pl.Float64) * cents))
+            .when(has_orders)
+            .then(pl.lit(0.0))
+            .alias("monetary_value"),
+            pl.lit(None, pl.Float64).alias("p_alive"),
+            pl.lit(None, pl.Float64).alias("expected_purchases"),
+            pl.lit(None, MONEY).alias("predicted_clv"),
+        )
+        .cast(OUTPUT_SCHEMA)
+    )

@@ -1,0 +1,76 @@
+"""The command line as a user meets it: real processes, exit codes, messages, staged files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from fastclv import stage
+
+SAMPLE = Path(__file__).parent.parent / "data" / "sample"
+FASTCLV = [sys.executable, "-m", "fastclv.cli"]
+
+
+def fastclv(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FASTCLV, *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=300)
+
+
+def test_run_no_load_stages_the_sample_and_prints_a_summary(tmp_path: Path) -> None:
+    done = fastclv(
+        "run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", "2025-12-31", "--no-load"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "customers out" in done.stdout
+    run_dir = tmp_path / "2025-12-31"
+    summary = json.loads((run_dir / stage.SUMMARY).read_text())
+    assert summary["status"] == "succeeded"
+    expected = json.loads((SAMPLE / "expected.json").read_text())
+    assert summary["output_rows"] == expected["output_rows"]
+    assert pl.read_parquet(run_dir / stage.OUTPUT).height == expected["output_rows"]
+    assert set(summary["timings"]) >= {"extract", "transform", "model", "total"}
+
+
+def test_missing_column_exits_2_naming_file_and_column_without_traceback(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    shutil.copytree(SAMPLE, inputs)
+    lines = (inputs / "orders.csv").read_text().splitlines(keepends=True)
+    header = lines[0].lstrip("\ufeff").replace(",status", ",state")
+    (inputs / "orders.csv").write_text(header + "".join(lines[1:]))
+    done = fastclv("run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load")
+    assert done.returncode == 2
+    assert "orders.csv" in done.stderr
+    assert "'status'" in done.stderr
+    assert "Traceback" not in done.stderr
+    run_dir = tmp_path / "s" / "2025-12-31"
+    assert not (run_dir / stage.OUTPUT).exists()  # nothing staged as if it were a result
+    assert json.loads((run_dir / stage.SUMMARY).read_text())["status"] == "failed"
+
+
+def test_missing_file_exits_2_naming_it(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    shutil.copytree(SAMPLE, inputs)
+    (inputs / "order_items.csv").unlink()
+    done = fastclv("run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load")
+    assert done.returncode == 2
+    assert "order_items.csv" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_as_of_is_a_usage_error(tmp_path: Path) -> None:
+    done = fastclv("run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", "2025-13-01", "--no-load")
+    assert done.returncode == 2
+    assert "2025-13-01" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_generate_is_deterministic_and_writes_expected_counts(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        done = fastclv("generate", "--customers", "50", "--seed", "3", "--dirty-rows", "1", "--out", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+    for file in ("customers.csv", "orders.csv", "order_items.csv", "expected.json"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
