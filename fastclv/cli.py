@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 failure, 2 bad input or usage, 3 cross-check mismatch,
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,8 +34,13 @@ app.add_typer(pg_app, name="pg")
 out = Console()
 err = Console(stderr=True)
 
-#: Where `fastclv run` keeps its throwaway PostgreSQL when no URI is configured.
+#: Where `fastclv run` keeps its throwaway PostgreSQL when no URI is configured
+#: (override with FASTCLV_LOCAL_PG_DIR).
 DEFAULT_LOCAL_PG = Path(".fastclv") / "pg"
+
+
+def _local_pg_dir() -> Path:
+    return Path(os.environ.get("FASTCLV_LOCAL_PG_DIR") or DEFAULT_LOCAL_PG).resolve()
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -157,7 +163,7 @@ def _run_with_progress(pipeline: Any, settings: Settings) -> Any:
 def _throwaway_postgres() -> str:
     from fastclv import localpg
 
-    server = localpg.start_local_postgres(DEFAULT_LOCAL_PG.resolve())
+    server = localpg.start_local_postgres(_local_pg_dir())
     err.print(
         f"No PostgreSQL configured: using a throwaway local server at [bold]{server.uri}[/]\n"
         f"  (data in {server.data_dir}; stop it with: {server.stop_command()})",
@@ -224,32 +230,36 @@ def generate(
 
 @pg_app.command("start")
 def pg_start(
-    data_dir: Annotated[Path, typer.Option(help="Cluster folder.")] = DEFAULT_LOCAL_PG,
+    data_dir: Annotated[Path | None, typer.Option(help="Cluster folder [default: .fastclv/pg].")] = None,
 ) -> None:
     """Start (or reuse) the throwaway local PostgreSQL and print its URI."""
     from fastclv import localpg
 
     with _user_errors(False):
-        server = localpg.start_local_postgres(data_dir.resolve())
+        server = localpg.start_local_postgres(data_dir.resolve() if data_dir else _local_pg_dir())
     out.print(server.uri, highlight=False)
     err.print(f"stop it with: {server.stop_command()}", highlight=False)
 
 
 @pg_app.command("stop")
-def pg_stop(data_dir: Annotated[Path, typer.Option(help="Cluster folder.")] = DEFAULT_LOCAL_PG) -> None:
+def pg_stop(
+    data_dir: Annotated[Path | None, typer.Option(help="Cluster folder [default: .fastclv/pg].")] = None,
+) -> None:
     """Stop the throwaway local PostgreSQL."""
     from fastclv import localpg
 
     with _user_errors(False):
-        localpg.stop_local_postgres(data_dir.resolve())
+        localpg.stop_local_postgres(data_dir.resolve() if data_dir else _local_pg_dir())
 
 
 @pg_app.command("status")
-def pg_status(data_dir: Annotated[Path, typer.Option(help="Cluster folder.")] = DEFAULT_LOCAL_PG) -> None:
+def pg_status(
+    data_dir: Annotated[Path | None, typer.Option(help="Cluster folder [default: .fastclv/pg].")] = None,
+) -> None:
     """Print the URI of the running throwaway PostgreSQL (exit 1 if not running)."""
     from fastclv import localpg
 
-    server = localpg.local_postgres_status(data_dir.resolve())
+    server = localpg.local_postgres_status(data_dir.resolve() if data_dir else _local_pg_dir())
     if server is None:
         err.print("not running")
         raise typer.Exit(1)

@@ -110,10 +110,11 @@ QUANTITY_MAX = 2_147_483_647
 #: A calendar date.
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 #: A timestamp: date, optionally a time (T or one space) and then optionally Z or +HH:MM/-HH:MM.
+#: Groups: 1 date, 2 hour, 3 minute, 4 second, 5 fraction, 6 offset, 7 sign, 8 hours, 9 minutes.
 TIMESTAMP_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
-    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+    r"^([0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:[T ]([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9])(?:\.([0-9]{1,6}))?)?"
+    r"(Z|([+-])([01][0-9]|2[0-3]):([0-5][0-9]))?)?$"
 )
 
 #: Characters trimmed from every value and header name.

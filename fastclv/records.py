@@ -95,14 +95,14 @@ def split_fields(
     """Split the ``TEXT`` column of ``records`` into the ``wanted`` fields.
 
     Args:
-        records: frame with a ``TEXT`` column (one record per row) and any other columns.
+        records: frame with ``LINE`` and ``TEXT`` columns (one record per row).
         n_fields: number of fields in the header; any other count is malformed.
         delimiter: the one-character field separator.
         wanted: output column name -> 0-based field index.
 
     Returns:
-        ``records`` plus ``MALFORMED`` (bool) and one trimmed String column per wanted field
-        (null when missing or when the record is malformed).
+        ``LINE``, ``MALFORMED`` (bool) and one trimmed String column per wanted field (null
+        when missing or when the record is malformed).
     """
     text = pl.col(TEXT)
     names = [f"f{i}" for i in range(n_fields)]
@@ -134,7 +134,7 @@ def split_fields(
     both = pl.concat([plain.select(columns), quoted.select(columns)])
     return both.with_columns(
         pl.when(~pl.col(MALFORMED)).then(_clean(pl.col(name))).alias(name) for name in wanted
-    )
+    ).select(LINE, MALFORMED, *wanted)
 
 
 @dataclass(frozen=True)
@@ -182,17 +182,53 @@ class LinePlan:
         return line - self.skipped(line)
 
 
-def special_lines(lines: pl.LazyFrame) -> pl.LazyFrame:
-    """The side table :func:`plan_lines` needs: blank lines and lines with an odd quote count.
+def exceptional_lines(lines: pl.LazyFrame, n_fields: int, delimiter: str) -> pl.LazyFrame:
+    """Lines that a plain split cannot read: with a quote, or without exactly N fields.
 
-    ``lines`` has ``LINE`` and ``TEXT``; the result is tiny for ordinary files.
+    Blank lines and every line of a multi-line record with quotes are among them. For a
+    typical export this is a tiny fraction of the file; the rest is read by
+    :func:`native_fields`.
     """
     text = pl.col(TEXT)
-    odd = (text.str.count_matches('"', literal=True) % 2) == 1
-    return lines.filter(odd | (text.str.len_bytes() == 0)).select(LINE, TEXT, odd.alias("_odd"))
+    return lines.filter(
+        text.str.contains('"', literal=True)
+        | (text.str.count_matches(delimiter, literal=True) != n_fields - 1)
+    )
 
 
-def plan_lines(special: pl.DataFrame, delimiter: str, n_lines: int) -> LinePlan:
+def native_fields(
+    source: str, n_fields: int, delimiter: str, wanted: dict[str, int], storage_options: dict[str, str] | None
+) -> pl.LazyFrame:
+    """Every data line split by Polars' native CSV reader, quotes ignored (``LINE``, wanted fields).
+
+    With ``quote_char=None`` the reader makes exactly one row per physical line, so row i is
+    line i + 1; only lines that :func:`exceptional_lines` did not pick may use its split.
+    """
+    schema = {f"_f{i}": pl.String() for i in range(n_fields)}
+    frame = pl.scan_csv(
+        source,
+        has_header=False,
+        skip_rows=1,
+        separator=delimiter,
+        quote_char=None,
+        schema=schema,
+        truncate_ragged_lines=True,
+        # The first line read decides nothing: every line is cut or padded to N fields.
+        extra_columns="ignore",
+        missing_columns="insert",
+        row_index_name=LINE,
+        row_index_offset=1,
+        raise_if_empty=False,
+        storage_options=storage_options,
+    )
+    return frame.select(
+        pl.col(LINE).cast(pl.Int64),
+        pl.lit(False).alias(MALFORMED),
+        *(_clean(pl.col(f"_f{i}")).alias(name) for name, i in wanted.items()),
+    )
+
+
+def plan_lines(exceptional: pl.DataFrame, delimiter: str, n_lines: int) -> LinePlan:
     """Find the multi-line records from the odd-quote and blank lines of one file.
 
     A line opens a multi-line record when, read from a record start, it ends inside a
@@ -202,9 +238,13 @@ def plan_lines(special: pl.DataFrame, delimiter: str, n_lines: int) -> LinePlan:
     malformed one-line record: it does not swallow the lines after it.
 
     The walk is sequential, but only over the odd-quote lines (rare in practice).
+    ``exceptional`` holds (at least) every odd-quote and every blank line (``LINE``, ``TEXT``).
     """
-    special = special.sort(LINE)
-    odd = special.filter(pl.col("_odd"))
+    text = pl.col(TEXT)
+    special = exceptional.filter(
+        (text.str.count_matches('"', literal=True) % 2 == 1) | (text.str.len_bytes() == 0)
+    ).sort(LINE)
+    odd = special.filter(pl.col(TEXT).str.len_bytes() > 0)
     odd_lines = odd[LINE].to_numpy()
     opens = odd[TEXT].str.contains(opener_regex(delimiter)).to_numpy()
     starts: list[int] = []
@@ -221,7 +261,7 @@ def plan_lines(special: pl.DataFrame, delimiter: str, n_lines: int) -> LinePlan:
         ends.append(n_lines - 1)
     span_starts = np.asarray(starts, dtype=np.int64)
     span_ends = np.asarray(ends, dtype=np.int64)
-    blank = special.filter(~pl.col("_odd") & (pl.col(TEXT).str.len_bytes() == 0))[LINE].to_numpy()
+    blank = special.filter(pl.col(TEXT).str.len_bytes() == 0)[LINE].to_numpy()
     plan = LinePlan(span_starts, span_ends, np.empty(0, dtype=np.int64))
     if len(blank) and len(span_starts):
         blank = blank[~pl.select(plan.in_span(pl.lit(pl.Series(blank)))).to_series().to_numpy()]

@@ -17,7 +17,9 @@ FASTCLV = [sys.executable, "-m", "fastclv.cli"]
 
 
 def fastclv(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FASTCLV, *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=300)
+    return subprocess.run(
+        [*FASTCLV, *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=300
+    )
 
 
 def test_run_no_load_stages_the_sample_and_prints_a_summary(tmp_path: Path) -> None:
@@ -41,7 +43,9 @@ def test_missing_column_exits_2_naming_file_and_column_without_traceback(tmp_pat
     lines = (inputs / "orders.csv").read_text().splitlines(keepends=True)
     header = lines[0].lstrip("\ufeff").replace(",status", ",state")
     (inputs / "orders.csv").write_text(header + "".join(lines[1:]))
-    done = fastclv("run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load")
+    done = fastclv(
+        "run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load"
+    )
     assert done.returncode == 2
     assert "orders.csv" in done.stderr
     assert "'status'" in done.stderr
@@ -55,14 +59,18 @@ def test_missing_file_exits_2_naming_it(tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     shutil.copytree(SAMPLE, inputs)
     (inputs / "order_items.csv").unlink()
-    done = fastclv("run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load")
+    done = fastclv(
+        "run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load"
+    )
     assert done.returncode == 2
     assert "order_items.csv" in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_bad_as_of_is_a_usage_error(tmp_path: Path) -> None:
-    done = fastclv("run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", "2025-13-01", "--no-load")
+    done = fastclv(
+        "run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", "2025-13-01", "--no-load"
+    )
     assert done.returncode == 2
     assert "2025-13-01" in done.stderr
     assert "Traceback" not in done.stderr
@@ -70,7 +78,38 @@ def test_bad_as_of_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_generate_is_deterministic_and_writes_expected_counts(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        done = fastclv("generate", "--customers", "50", "--seed", "3", "--dirty-rows", "1", "--out", str(tmp_path / name))
+        done = fastclv(
+            "generate", "--customers", "50", "--seed", "3", "--dirty-rows", "1", "--out", str(tmp_path / name)
+        )
         assert done.returncode == 0, done.stderr
     for file in ("customers.csv", "orders.csv", "order_items.csv", "expected.json"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
+
+
+def test_run_without_a_uri_loads_into_a_throwaway_postgres(tmp_path: Path) -> None:
+    import os
+    import tempfile
+
+    # Not under pytest's tmp_path: the postgres system user must be able to reach it.
+    root = Path(tempfile.mkdtemp(prefix="fastclv-cli-pg-"))
+    root.chmod(0o711)
+    env = {**os.environ, "FASTCLV_LOCAL_PG_DIR": str(root / "pg")}
+    env.pop("FASTCLV_PG_URI", None)
+    try:
+        done = subprocess.run(
+            [*FASTCLV, "run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", "2025-12-31"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "throwaway local server at postgresql://" in done.stderr
+        assert "stop it with:" in done.stderr
+        assert "loaded" in done.stdout
+    finally:
+        subprocess.run([*FASTCLV, "pg", "stop"], env=env, check=False, capture_output=True, timeout=120)
+        import shutil as _shutil
+
+        _shutil.rmtree(root, ignore_errors=True)

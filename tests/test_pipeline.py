@@ -75,9 +75,10 @@ def test_staged_files_have_the_contract_schemas(generated: Path, tmp_path: Path)
     # Customers with orders get predictions (the generated data has plenty of repeat buyers).
     with_orders = output.filter(pl.col("orders_count") > 0)
     assert with_orders.select(pl.col(c).null_count() for c in PREDICTIVE_COLUMNS).row(0) == (0, 0, 0)
-    assert output.filter(pl.col("orders_count") == 0).select(PREDICTIVE_COLUMNS).null_count().row(0) == (
-        output.filter(pl.col("orders_count") == 0).height,
-    ) * 3
+    assert (
+        output.filter(pl.col("orders_count") == 0).select(PREDICTIVE_COLUMNS).null_count().row(0)
+        == (output.filter(pl.col("orders_count") == 0).height,) * 3
+    )
 
 
 def test_pipeline_equals_the_oracle_on_generated_data(generated: Path, tmp_path: Path) -> None:
@@ -203,3 +204,77 @@ def test_invariants_and_oracle_parity_on_random_inputs(
     oracle = reference_run(folder, as_of)
     assert_frame_equal(output, oracle.output)
     assert_frame_equal(pl.read_parquet(extracted.rejects).select("file", "row", "reason"), oracle.rejects)
+
+
+# --- with PostgreSQL ------------------------------------------------------------------------
+
+
+def _table(pg_uri: str, schema: str, query: str) -> pl.DataFrame:
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(pg_uri) as conn, conn.cursor() as cur:
+        cur.execute(query.format(schema=schema))
+        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+
+
+#: The output table as PostgreSQL holds it; numeric travels as text, then back to Decimal.
+LOADED = "SELECT {columns} FROM {{schema}}.customer_ltv ORDER BY customer_id".format(
+    columns=", ".join(f"{c}::text AS {c}" if c in ("total_revenue", "predicted_clv") else c for c in OUTPUT_SCHEMA)
+)
+
+
+def _loaded(pg_uri: str, schema: str) -> pl.DataFrame:
+    return _table(pg_uri, schema, LOADED).cast(OUTPUT_SCHEMA)
+
+
+def test_run_loads_the_output_and_records_the_run(
+    generated: Path, tmp_path: Path, pg_uri: str, pg_schema: str
+) -> None:
+    settings = Settings(
+        input=str(generated), staging=str(tmp_path), as_of=AS_OF, pg_uri=pg_uri, pg_schema=pg_schema
+    )
+    summary = run(settings)
+    assert summary.load is not None
+    staged = pl.read_parquet(tmp_path / AS_OF.isoformat() / stage.OUTPUT).sort("customer_id")
+    loaded = _loaded(pg_uri, pg_schema)
+    assert_frame_equal(loaded, staged)  # every column, money exact
+    runs = _table(
+        pg_uri,
+        pg_schema,
+        "SELECT run_id, status, output_rows, counts::text AS counts FROM {schema}.customer_ltv_runs",
+    )
+    assert runs.select("run_id", "status", "output_rows").rows() == [
+        (summary.run_id, "succeeded", staged.height)
+    ]
+    assert json.loads(runs["counts"][0]) == summary.files
+    # The same date again: the same table, one more ledger row.
+    run(settings)
+    again = _loaded(pg_uri, pg_schema)
+    assert_frame_equal(again, loaded)
+    assert _table(pg_uri, pg_schema, "SELECT count(*) AS n FROM {schema}.customer_ltv_runs").item() == 2
+
+
+def test_failed_run_leaves_the_table_as_it_was_and_is_recorded(
+    generated: Path, tmp_path: Path, pg_uri: str, pg_schema: str
+) -> None:
+    settings = Settings(
+        input=str(generated), staging=str(tmp_path / "s"), as_of=AS_OF, pg_uri=pg_uri, pg_schema=pg_schema
+    )
+    run(settings)
+    before = _loaded(pg_uri, pg_schema)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("customers.csv", "orders.csv"):
+        (broken / name).write_bytes((generated / name).read_bytes())
+    (broken / "order_items.csv").write_text("order_id,sku,quantity\no1,s,1\n")  # no unit_price
+    from fastclv.errors import InputError
+
+    with pytest.raises(InputError, match=r"order_items\.csv.*unit_price"):
+        run(settings.replace(input=str(broken)))
+    after = _loaded(pg_uri, pg_schema)
+    assert_frame_equal(after, before)
+    runs = _table(
+        pg_uri, pg_schema, "SELECT status, error FROM {schema}.customer_ltv_runs ORDER BY started_at"
+    )
+    assert runs["status"].to_list() == ["succeeded", "failed"]
+    assert "unit_price" in runs["error"][1]

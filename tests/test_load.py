@@ -1,0 +1,671 @@
+"""fastclv.load against a real PostgreSQL: atomic per-date swaps, failures, types, secrets, ledger."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import polars as pl
+import psycopg
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from fastclv import load, localpg
+from fastclv.contract import OUTPUT_SCHEMA, output_arrow_schema
+from fastclv.errors import ConfigError, FastclvError, LoadError, TransientError
+
+D = date(2025, 1, 31)
+D1 = D + timedelta(days=1)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def ltv_frame(as_of: date, n: int, tag: str = "a") -> pl.DataFrame:
+    """``n`` output rows for ``as_of`` with OUTPUT_SCHEMA types; ``tag`` makes contents differ."""
+    i = pl.col("i")
+    cents = (i * 7919 + len(tag)) % 10_000_000
+    has_orders = i % 4 != 0
+    return (
+        pl.select(i=pl.int_range(n, dtype=pl.Int64))
+        .select(
+            as_of=pl.lit(as_of),
+            customer_id=pl.format("{}{}", pl.lit(tag), i.cast(pl.String).str.zfill(6)),
+            signup_date=pl.lit(date(2020, 1, 1)) + pl.duration(days=i % 1500),
+            country=pl.when(i % 5 == 0).then(None).otherwise(pl.lit("DE")),
+            first_order_at=pl.when(has_orders).then(
+                pl.datetime(2023, 1, 1, time_zone="UTC") + pl.duration(microseconds=i * 999_983)
+            ),
+            last_order_at=pl.when(has_orders).then(pl.datetime(2024, 6, 30, 12, time_zone="UTC")),
+            orders_count=pl.when(has_orders).then(i % 9 + 1).otherwise(0),
+            total_revenue=pl.format("{}.{}", cents // 100, (cents % 100).cast(pl.String).str.zfill(2)),
+            avg_order_value=pl.when(has_orders).then(cents / 100),
+            frequency=pl.when(has_orders).then(i % 9),
+            recency_days=pl.when(has_orders).then(i % 300),
+            t_days=pl.when(has_orders).then(i % 300 + 30),
+            monetary_value=pl.when(has_orders).then(cents / 300),
+            p_alive=pl.when(has_orders).then(1 / (i + 1)),
+            expected_purchases=pl.when(has_orders).then(i / 1000),
+            predicted_clv=pl.when(has_orders).then(pl.format("{}.5", cents)),
+        )
+        .cast(dict(OUTPUT_SCHEMA))
+    )
+
+
+def parquet(frame: pl.DataFrame, folder: Path) -> Path:
+    path = folder / f"{uuid.uuid4().hex}.parquet"
+    frame.write_parquet(path)
+    return path
+
+
+def table_rows(pg_uri: str, schema: str, as_of: date | None = None) -> pl.DataFrame:
+    """The table's rows (of one date, or all) as a frame with OUTPUT_SCHEMA types."""
+    query = sql.SQL("SELECT * FROM {}.customer_ltv").format(sql.Identifier(schema))
+    if as_of is not None:
+        query += sql.SQL(" WHERE as_of = {}").format(sql.Literal(as_of))
+    with psycopg.connect(pg_uri) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        rows = conn.execute(query).fetchall()
+    return pl.DataFrame(rows, schema=OUTPUT_SCHEMA, orient="row").sort("as_of", "customer_id")
+
+
+def assert_holds(pg_uri: str, schema: str, expected: pl.DataFrame) -> None:
+    assert_frame_equal(table_rows(pg_uri, schema), expected.sort("as_of", "customer_id"))
+
+
+def staging_tables(pg_uri: str, schema: str) -> list[str]:
+    with psycopg.connect(pg_uri) as conn:
+        rows = conn.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND relname ~ '_s[0-9]{8}_'",
+            (schema,),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def error_chain(exc: BaseException) -> str:
+    """Every message in the exception's cause/context chain, joined."""
+    texts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(texts) < 20:
+        texts += [str(seen), repr(seen.args)]
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(texts)
+
+
+def failing_reader(frame: pl.DataFrame, good_batches: int, batch_rows: int = 100) -> pa.RecordBatchReader:
+    """A reader that yields ``good_batches`` batches, then fails like a broken source."""
+    table = frame.to_arrow().cast(output_arrow_schema())
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for n, batch in enumerate(table.to_batches(max_chunksize=batch_rows)):
+            if n == good_batches:
+                raise OSError("source went away mid-stream")
+            yield batch
+
+    return pa.RecordBatchReader.from_batches(table.schema, batches())
+
+
+# -- the swap ----------------------------------------------------------------------------------
+
+
+def test_load_dates_and_rerun_replaces_only_that_date(pg_uri: str, pg_schema: str, tmp_path: Path) -> None:
+    d_first, d_next, d_again = ltv_frame(D, 300, "a"), ltv_frame(D1, 200, "b"), ltv_frame(D, 250, "c")
+
+    result = load.load_partition(pg_uri, parquet(d_first, tmp_path), D, schema=pg_schema, run_id="r1")
+    assert (result.table, result.partition, result.rows) == (
+        f"{pg_schema}.customer_ltv",
+        "customer_ltv_p20250131",
+        300,
+    )
+    load.load_partition(pg_uri, parquet(d_next, tmp_path), D1, schema=pg_schema, run_id="r2")
+    assert_holds(pg_uri, pg_schema, pl.concat([d_first, d_next]))
+
+    load.load_partition(pg_uri, parquet(d_again, tmp_path), D, schema=pg_schema, run_id="r3")
+    assert_holds(pg_uri, pg_schema, pl.concat([d_again, d_next]))
+    # Same date, same input, twice: same table.
+    load.load_partition(pg_uri, parquet(d_again, tmp_path), D, schema=pg_schema, run_id="r4")
+    assert_holds(pg_uri, pg_schema, pl.concat([d_again, d_next]))
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+def test_failure_mid_copy_leaves_the_table_as_it_was(pg_uri: str, pg_schema: str, tmp_path: Path) -> None:
+    before = ltv_frame(D, 300)
+    load.load_partition(pg_uri, parquet(before, tmp_path), D, schema=pg_schema, run_id="ok")
+
+    reader = failing_reader(ltv_frame(D, 1000, "new"), good_batches=3)
+    with pytest.raises(LoadError, match="source went away mid-stream") as caught:
+        load.load_partition(pg_uri, reader, D, schema=pg_schema, run_id="broken")
+
+    assert f"{pg_schema}.customer_ltv" in str(caught.value)
+    assert "Hint:" in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert_holds(pg_uri, pg_schema, before)
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+def test_lock_timeout_at_the_swap_is_transient_and_changes_nothing(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    before = ltv_frame(D, 200)
+    load.load_partition(pg_uri, parquet(before, tmp_path), D, schema=pg_schema, run_id="ok")
+
+    with psycopg.connect(pg_uri) as reader:  # a long-running reader holds its lock
+        reader.execute(sql.SQL("SELECT count(*) FROM {}.customer_ltv").format(sql.Identifier(pg_schema)))
+        with pytest.raises(TransientError, match="lock timeout") as caught:
+            load.load_partition(
+                pg_uri,
+                parquet(ltv_frame(D, 50, "new"), tmp_path),
+                D,
+                schema=pg_schema,
+                lock_timeout_s=0.2,
+                run_id="blocked",
+            )
+        reader.rollback()
+
+    message = str(caught.value)
+    assert "swapping in the new partition" in message
+    assert f"{pg_schema}.customer_ltv (partition customer_ltv_p20250131)" in message
+    assert "Hint: another session holds a conflicting lock" in message
+    assert_holds(pg_uri, pg_schema, before)
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+def test_readers_see_old_or_new_rows_never_a_mix(pg_uri: str, pg_schema: str, tmp_path: Path) -> None:
+    sizes = (3000, 2000)
+    files = [parquet(ltv_frame(D, n, f"v{n}"), tmp_path) for n in sizes]
+    load.load_partition(pg_uri, files[0], D, schema=pg_schema, run_id="first")
+
+    seen: set[int] = set()
+    polls = 0
+    stop = threading.Event()
+    count = sql.SQL("SELECT count(*) FROM {}.customer_ltv WHERE as_of = %s").format(sql.Identifier(pg_schema))
+
+    def poll() -> None:
+        nonlocal polls
+        with psycopg.connect(pg_uri, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute(count, (D,)).fetchone()
+                assert row is not None
+                seen.add(row[0])
+                polls += 1
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for n in range(6):
+            load.load_partition(pg_uri, files[(n + 1) % 2], D, schema=pg_schema, run_id=f"re{n}")
+    finally:
+        stop.set()
+        reader.join()
+    assert polls > 20
+    assert seen == set(sizes)
+
+
+def test_concurrent_loads_of_one_date_are_serialised(pg_uri: str, pg_schema: str, tmp_path: Path) -> None:
+    """Both loads succeed (the swap waits on a per-date advisory lock); the last swap wins."""
+    frames = [ltv_frame(D, 1500, "x"), ltv_frame(D, 1200, "y")]
+    files = [parquet(f, tmp_path) for f in frames]
+    load.create_tables(pg_uri, schema=pg_schema)
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(n: int) -> None:
+        start.wait()
+        try:
+            load.load_partition(pg_uri, files[n], D, schema=pg_schema, run_id=f"parallel{n}")
+        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    final = table_rows(pg_uri, pg_schema)
+    assert any(final.equals(f.sort("as_of", "customer_id")) for f in frames)
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+def test_a_crashed_loads_staging_table_is_dropped_by_the_next_load(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A live load's staging table is left alone; once its session dies, the next load drops it."""
+    frame = ltv_frame(D, 600)
+    table = frame.to_arrow().cast(output_arrow_schema())
+    paused, resume = threading.Event(), threading.Event()
+
+    def slow_batches() -> Iterator[pa.RecordBatch]:
+        batches = table.to_batches(max_chunksize=200)
+        yield batches[0]
+        paused.set()
+        resume.wait(10)
+        yield from batches[1:]
+
+    errors: list[BaseException] = []
+
+    def crashing_load() -> None:
+        reader = pa.RecordBatchReader.from_batches(table.schema, slow_batches())
+        try:
+            load.load_partition(pg_uri, reader, D, schema=pg_schema, run_id="crashes")
+        except FastclvError as exc:
+            errors.append(exc)
+
+    loader = threading.Thread(target=crashing_load)
+    loader.start()
+    try:
+        assert paused.wait(10)
+        [stray] = staging_tables(pg_uri, pg_schema)
+        # A concurrent load of the same date neither waits for nor touches the live one.
+        load.load_partition(pg_uri, parquet(frame, tmp_path), D, schema=pg_schema, run_id="other")
+        assert staging_tables(pg_uri, pg_schema) == [stray]
+        with psycopg.connect(pg_uri, autocommit=True) as admin:  # "crash" the first load
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+            )
+    finally:
+        resume.set()
+        loader.join()
+    assert len(errors) == 1
+    assert isinstance(errors[0], TransientError)  # the connection died: retryable
+    assert staging_tables(pg_uri, pg_schema) == [stray]  # it could not clean up after itself
+
+    load.load_partition(pg_uri, parquet(frame, tmp_path), D, schema=pg_schema, run_id="next")
+    assert staging_tables(pg_uri, pg_schema) == []
+    assert_holds(pg_uri, pg_schema, frame)
+
+
+# -- types and data checks ---------------------------------------------------------------------
+
+
+def test_every_type_round_trips_exactly(pg_uri: str, pg_schema: str, tmp_path: Path) -> None:
+    ts = datetime(2025, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    edge = pl.DataFrame(
+        {
+            "as_of": [D] * 5,
+            "customer_id": ["007", "7", "Zürich 😀", "日本語", "a'b\"c\\d"],
+            "signup_date": [date(1900, 1, 1), date(2024, 2, 29), D, date(9999, 12, 31), D],
+            "country": ["DE", None, "", "Ελλάδα", "tab\there"],
+            "first_order_at": [ts, None, datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC), ts, None],
+            "last_order_at": [
+                ts,
+                None,
+                datetime(1970, 1, 1, tzinfo=UTC),
+                ts + timedelta(microseconds=-1),
+                None,
+            ],
+            "orders_count": [2_147_483_647, 0, 1, -2_147_483_648, 0],
+            "total_revenue": [
+                Decimal("9999999999999999.99"),
+                Decimal("0.01"),
+                Decimal("0.00"),
+                Decimal("-9999999999999999.99"),
+                Decimal("12.30"),
+            ],
+            "avg_order_value": [0.1, None, 1 / 3, 1e308, float("inf")],
+            "frequency": [0, None, 1, 2_147_483_647, None],
+            "recency_days": [0, None, 5, 7, None],
+            "t_days": [1, None, 5, 7, None],
+            "monetary_value": [0.0, None, 5e-324, -1.5, None],
+            "p_alive": [1.0, None, 0.999999999999, 2**-30, None],
+            "expected_purchases": [3.25, None, 0.0, 123456.789, None],
+            "predicted_clv": [Decimal("0.01"), None, Decimal("9999999999999999.99"), Decimal("-0.01"), None],
+        },
+        schema=OUTPUT_SCHEMA,
+    )
+    load.load_partition(pg_uri, parquet(edge, tmp_path), D, schema=pg_schema, run_id="types")
+    assert_holds(pg_uri, pg_schema, edge)
+
+
+def test_other_arrow_encodings_are_cast_to_the_target_types(pg_uri: str, pg_schema: str) -> None:
+    """large_string / string_view / dictionary ids, decimal(38,2) money, ns timestamps."""
+    frame = ltv_frame(D, 50)
+    arrow = frame.to_arrow().cast(output_arrow_schema())
+    arrow = arrow.set_column(1, "customer_id", arrow["customer_id"].cast(pa.string_view()))
+    arrow = arrow.set_column(3, "country", arrow["country"].dictionary_encode())
+    arrow = arrow.set_column(7, "total_revenue", arrow["total_revenue"].cast(pa.decimal128(38, 2)))
+    arrow = arrow.set_column(4, "first_order_at", arrow["first_order_at"].cast(pa.timestamp("ns", "UTC")))
+    load.load_partition(pg_uri, arrow.to_reader(), D, schema=pg_schema, run_id="cast")
+    assert_holds(pg_uri, pg_schema, frame)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [(Decimal("10000000000000000.00"), "10000000000000000.000"), (Decimal("1.005"), "1.005")],
+)
+def test_money_that_does_not_fit_numeric_18_2_names_the_customer(
+    pg_uri: str, pg_schema: str, tmp_path: Path, value: Decimal, why: str
+) -> None:
+    before = ltv_frame(D, 10)
+    load.load_partition(pg_uri, parquet(before, tmp_path), D, schema=pg_schema, run_id="ok")
+    bad = ltv_frame(D, 10).with_columns(
+        total_revenue=pl.when(pl.col("customer_id") == "a000007")
+        .then(pl.lit(value, pl.Decimal(38, 3)))
+        .otherwise(pl.col("total_revenue").cast(pl.Decimal(38, 3)))
+    )
+    with pytest.raises(LoadError, match=rf"total_revenue of customer 'a000007' is {why}, which does not fit"):
+        load.load_partition(pg_uri, parquet(bad, tmp_path), D, schema=pg_schema, run_id="bad")
+    assert_holds(pg_uri, pg_schema, before)
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+def test_rows_of_another_date_or_missing_columns_are_refused(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    with pytest.raises(LoadError, match="has as_of 2025-02-01 but the load is for 2025-01-31"):
+        load.load_partition(pg_uri, parquet(ltv_frame(D1, 5), tmp_path), D, schema=pg_schema, run_id="x")
+    no_p_alive = parquet(ltv_frame(D, 5).drop("p_alive"), tmp_path)
+    with pytest.raises(LoadError, match=r"missing: \['p_alive'\]"):
+        load.load_partition(pg_uri, no_p_alive, D, schema=pg_schema, run_id="x")
+    with pytest.raises(LoadError, match="cannot read the Parquet file"):
+        load.load_partition(pg_uri, tmp_path / "missing.parquet", D, schema=pg_schema, run_id="x")
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+# -- DDL -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema", ["public; DROP TABLE x", 'a"b', "münchen", "1abc", "", "a" * 64])
+def test_schema_names_that_are_not_plain_identifiers_are_rejected(pg_uri: str, schema: str) -> None:
+    with pytest.raises(ConfigError, match="not a plain SQL identifier"):
+        load.create_tables(pg_uri, schema=schema)
+    with pytest.raises(ConfigError, match="not a plain SQL identifier"):
+        load.load_partition(pg_uri, pa.table({}).to_reader(), D, schema=schema, run_id="x")
+    with pytest.raises(ConfigError, match="not a plain SQL identifier"):
+        load.start_run(pg_uri, schema=schema, run_id="x", as_of=D, input="/in", started_at=datetime.now(UTC))
+
+
+def test_table_names_too_long_for_derived_names_are_rejected(pg_uri: str) -> None:
+    with pytest.raises(ConfigError, match=f"at most {load.MAX_TABLE_NAME} are allowed"):
+        load.create_tables(pg_uri, table="t" * (load.MAX_TABLE_NAME + 1))
+
+
+def test_concurrent_first_time_ddl_does_not_fail(pg_uri: str, pg_schema: str) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def create() -> None:
+        start.wait()
+        try:
+            load.create_tables(pg_uri, schema=pg_schema)
+        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with psycopg.connect(pg_uri) as conn:
+        kinds = conn.execute(
+            "SELECT relname::text, relkind::text FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE nspname = %s AND relkind IN ('p', 'r') ORDER BY 1",
+            (pg_schema,),
+        ).fetchall()
+    assert kinds == [("customer_ltv", "p"), ("customer_ltv_runs", "r")]
+
+
+def test_an_existing_table_with_another_layout_is_refused(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(pg_uri) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(pg_schema)))
+        conn.execute(sql.SQL("CREATE TABLE {}.customer_ltv (x int)").format(sql.Identifier(pg_schema)))
+    with pytest.raises(LoadError, match="exists but is not partitioned by LIST"):
+        load.load_partition(pg_uri, parquet(ltv_frame(D, 3), tmp_path), D, schema=pg_schema, run_id="x")
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+PASSWORD = "Sup3r/Secret!pw"  # '/' is percent-encoded in the URI: both forms must stay hidden
+PASSWORD_IN_URI = "Sup3r%2FSecret%21pw"
+
+
+@pytest.fixture
+def password_role(pg_uri: str) -> Iterator[str]:
+    """A login role with PASSWORD (and no rights beyond connecting); dropped afterwards."""
+    role = f"fastclv_pw_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), PASSWORD))
+    yield role
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def uri_with_password(pg_uri: str, role: str, port: int | None = None) -> str:
+    base = conninfo_to_dict(pg_uri)
+    return (
+        f"postgresql://{role}:{PASSWORD_IN_URI}@{base.get('host', '127.0.0.1')}:"
+        f"{port or base.get('port', 5432)}/{base['dbname']}"
+    )
+
+
+def assert_no_password(text: str) -> None:
+    assert PASSWORD not in text
+    assert PASSWORD_IN_URI not in text
+    assert "Secret" not in text
+
+
+def test_passwords_never_reach_errors_or_logs(
+    pg_uri: str, pg_schema: str, password_role: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    source = parquet(ltv_frame(D, 20), tmp_path)
+    failures: list[FastclvError] = []
+
+    # 1. Nobody listens on the port: a retryable error.
+    unreachable = uri_with_password(pg_uri, password_role, port=localpg._free_port())
+    with pytest.raises(TransientError, match="Connection refused") as refused:
+        load.load_partition(unreachable, source, D, schema=pg_schema, run_id="refused")
+    failures.append(refused.value)
+
+    # 2. Connected (trust or password auth), but not allowed to create the schema.
+    uri = uri_with_password(pg_uri, password_role)
+    with pytest.raises(LoadError, match="permission denied") as denied:
+        load.load_partition(uri, source, D, schema=pg_schema, run_id="denied")
+    failures.append(denied.value)
+    with pytest.raises(LoadError) as ledger:
+        load.start_run(uri, schema=pg_schema, run_id="x", as_of=D, input=uri, started_at=datetime.now(UTC))
+    failures.append(ledger.value)
+
+    # 3. Allowed: a successful load and a failed run whose error text quotes the URI.
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(pg_schema)))
+        conn.execute(
+            sql.SQL("GRANT ALL ON SCHEMA {} TO {}").format(
+                sql.Identifier(pg_schema), sql.Identifier(password_role)
+            )
+        )
+    load.load_partition(uri, source, D, schema=pg_schema, run_id="works")
+    load.start_run(uri, schema=pg_schema, run_id="leaky", as_of=D, input=uri, started_at=datetime.now(UTC))
+    load.finish_run(
+        uri,
+        schema=pg_schema,
+        run_id="leaky",
+        status="failed",
+        finished_at=datetime.now(UTC),
+        error=f"could not reach {uri} (password {PASSWORD})",
+    )
+
+    for failure in failures:
+        assert "Hint:" in str(failure)
+        assert_no_password(error_chain(failure))
+    assert_no_password(caplog.text)
+    with psycopg.connect(pg_uri) as conn:
+        stored = conn.execute(
+            sql.SQL("SELECT input || error FROM {}.customer_ltv_runs").format(sql.Identifier(pg_schema))
+        ).fetchall()
+    assert_no_password(str(stored))
+
+
+def wait_for_scram(uri: str) -> None:
+    """Wait until the reloaded pg_hba.conf asks this role for its password (SIGHUP is async)."""
+    wrong = uri.replace("Sup3r", "Wait")
+    for _ in range(50):
+        try:
+            psycopg.connect(wrong).close()
+        except psycopg.OperationalError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("pg_hba.conf reload did not take effect")
+
+
+def test_a_wrong_password_against_scram_auth_is_not_echoed(
+    local_postgres: localpg.LocalPostgres | None,
+    pg_uri: str,
+    pg_schema: str,
+    password_role: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if local_postgres is None:
+        pytest.skip("needs the session's own cluster to edit pg_hba.conf (FASTCLV_TEST_PG_URI is set)")
+    hba = local_postgres.data_dir / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text(f"host all {password_role} 127.0.0.1/32 scram-sha-256\n{original}")
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    wait_for_scram(uri_with_password(pg_uri, password_role))
+    try:
+        wrong = uri_with_password(pg_uri, password_role).replace("Sup3r", "Wr0ng")
+        with pytest.raises(LoadError, match="password authentication failed") as caught:
+            load.load_partition(wrong, parquet(ltv_frame(D, 3), tmp_path), D, schema=pg_schema, run_id="x")
+    finally:
+        hba.write_text(original)
+        with psycopg.connect(pg_uri, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+    assert "Hint: check the user name and password" in str(caught.value)
+    text = error_chain(caught.value) + caplog.text
+    assert "Wr0ng" not in text
+    assert_no_password(text)
+
+
+@given(password=st.text(min_size=1, max_size=20), noise=st.text(max_size=20))
+def test_scrubbing_removes_any_password_in_any_echoed_form(password: str, noise: str) -> None:
+    """Whatever the password, neither its URI form nor its plain form survives ``_scrub``."""
+    encoded = quote(password, safe="")
+    uri = f"postgresql://app:{encoded}@db.example:5432/crm?sslmode=require"
+    echoed = f"{noise} failed for {uri}: password {password!s} / {encoded} {noise}"
+    scrubbed = load._scrub(echoed, uri)
+    assert password not in scrubbed
+    assert encoded not in scrubbed
+
+
+# -- the run ledger --------------------------------------------------------------------------------
+
+
+def ledger(pg_uri: str, schema: str) -> dict[str, dict[str, Any]]:
+    with psycopg.connect(pg_uri) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        rows = cur.execute(
+            sql.SQL("SELECT * FROM {}.customer_ltv_runs").format(sql.Identifier(schema))
+        ).fetchall()
+    return {row["run_id"]: row for row in rows}
+
+
+def test_the_ledger_records_succeeded_and_failed_runs(pg_uri: str, pg_schema: str) -> None:
+    t0 = datetime(2025, 2, 1, 0, 5, 0, 123456, tzinfo=UTC)
+    counts = {
+        "customers": {
+            "read": 10,
+            "valid": 8,
+            "rejected": 1,
+            "rejected_by_reason": {"bad_date": 1},
+            "duplicates_dropped": 1,
+            "after_as_of": 0,
+        }
+    }
+    load.start_run(pg_uri, schema=pg_schema, run_id="good", as_of=D, input="/data/in", started_at=t0)
+    assert ledger(pg_uri, pg_schema)["good"]["status"] == "running"
+    load.finish_run(
+        pg_uri,
+        schema=pg_schema,
+        run_id="good",
+        status="succeeded",
+        finished_at=t0 + timedelta(seconds=3),
+        counts=counts,
+        output_rows=8,
+        model={"bgnbd": {"r": 0.24, "alpha": 4.4}, "loglik": float("nan")},
+        timings={"extract": 0.5},
+    )
+    load.start_run(pg_uri, schema=pg_schema, run_id="bad", as_of=D1, input="s3://b/p/", started_at=t0)
+    load.finish_run(
+        pg_uri,
+        schema=pg_schema,
+        run_id="bad",
+        status="failed",
+        finished_at=t0 + timedelta(seconds=1),
+        error="orders.csv lacks column status. Hint: ...",
+    )
+    # A run that failed before it could be started still ends up as one row.
+    load.finish_run(
+        pg_uri,
+        schema=pg_schema,
+        run_id="early",
+        status="failed",
+        finished_at=t0,
+        error="boom",
+        as_of=D,
+        input="/x",
+        started_at=t0,
+    )
+
+    runs = ledger(pg_uri, pg_schema)
+    assert runs["good"] == {
+        "run_id": "good",
+        "as_of": D,
+        "started_at": t0,
+        "finished_at": t0 + timedelta(seconds=3),
+        "status": "succeeded",
+        "input": "/data/in",
+        "counts": counts,
+        "output_rows": 8,
+        "model": {"bgnbd": {"r": 0.24, "alpha": 4.4}, "loglik": None},
+        "timings": {"extract": 0.5},
+        "error": None,
+    }
+    bad = runs["bad"]
+    assert (bad["status"], bad["as_of"], bad["input"], bad["error"], bad["output_rows"]) == (
+        "failed",
+        D1,
+        "s3://b/p/",
+        "orders.csv lacks column status. Hint: ...",
+        None,
+    )
+    assert (runs["early"]["status"], runs["early"]["as_of"], runs["early"]["error"]) == ("failed", D, "boom")
+    assert len(runs) == 3
+
+    with pytest.raises(ConfigError, match="run status 'done'"):
+        load.finish_run(pg_uri, schema=pg_schema, run_id="x", status="done", finished_at=t0)
+
+
+def test_throughput_is_logged(
+    pg_uri: str, pg_schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fastclv.load")
+    started = time.perf_counter()
+    result = load.load_partition(
+        pg_uri, parquet(ltv_frame(D, 20_000), tmp_path), D, schema=pg_schema, run_id="t"
+    )
+    assert result.rows == 20_000
+    assert 0 < result.seconds <= time.perf_counter() - started
+    assert f"loaded 20000 rows into {pg_schema}.customer_ltv partition customer_ltv_p20250131" in caplog.text
+    assert "rows/s" in caplog.text
