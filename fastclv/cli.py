@@ -121,6 +121,11 @@ def run(
     penalizer: Annotated[
         float | None, typer.Option(help="L2 penalty on model parameters [default: 0].")
     ] = None,
+    lock_timeout: Annotated[
+        float | None,
+        typer.Option("--lock-timeout", help="Seconds the partition swap waits for locks [default: 10]."),
+    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Run id (default: generated).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stage.")] = False,
 ) -> None:
     """Validate, transform, cross-check and load one as-of date."""
@@ -141,6 +146,8 @@ def run(
             margin=margin,
             discount_rate=discount_rate,
             penalizer=penalizer,
+            lock_timeout_s=lock_timeout,
+            run_id=run_id,
         )
         if settings.load and not settings.pg_uri:
             settings = settings.replace(pg_uri=_throwaway_postgres())
@@ -268,6 +275,9 @@ def pg_status(
 
 def main() -> None:
     """Console-script entry point."""
+    # The model's small optimisation steps are slower with a multithreaded BLAS than without
+    # (thread start-up dominates); the heavy lifting is in Polars and DuckDB, not BLAS.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     app()
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -170,10 +171,11 @@ def _first_match(rules: list[Rule]) -> tuple[pl.Expr, pl.Expr]:
     )
 
     def label(values: list[str | None]) -> pl.Expr:
-        chain = pl.when(hit == 0).then(pl.lit(values[0], pl.String))
+        chain: Any = pl.when(hit == 0).then(pl.lit(values[0], pl.String))
         for i, value in enumerate(values[1:], start=1):
             chain = chain.when(hit == i).then(pl.lit(value, pl.String))
-        return chain.otherwise(pl.lit(None, pl.String))
+        result: pl.Expr = chain.otherwise(pl.lit(None, pl.String))
+        return result
 
     return label([code.value for _, code, _ in rules]), label([col for _, _, col in rules])
 

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fastclv import stage, storage
+from fastclv import stage
 from fastclv.config import Settings, redact_uri
 from fastclv.contract import MONEY, OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
-from fastclv.errors import FastclvError
-from fastclv.extract import ExtractResult, extract
+from fastclv.errors import ConfigError, FastclvError
+from fastclv.extract import extract
 from fastclv.transform import customer_ltv
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,38 @@ def _timed(summary: RunSummary, name: str, progress: ProgressHook | None) -> Ite
 def run(settings: Settings, *, progress: ProgressHook | None = None) -> RunSummary:
     """Run the whole pipeline for ``settings.as_of``; raise FastclvError on failure.
 
-    The summary is written (and the run recorded) even when a stage fails.
+    The same stage functions the Airflow DAG calls one task at a time, chained. The summary
+    is written (and the run recorded) even when a stage fails.
     """
+    summary = begin(settings)
+    settings = settings.replace(run_id=summary.run_id)
+    t_start = time.perf_counter()
+    try:
+        with _timed(summary, "extract", progress):
+            summary.files = extract_stage(settings)
+        with _timed(summary, "transform", progress):
+            transformed = transform_stage(settings)
+        summary.timings["model"] = transformed.model_seconds
+        summary.model = transformed.model
+        summary.output_rows = transformed.output_rows
+        if settings.verify:
+            with _timed(summary, "verify", progress):
+                summary.verify = verify_stage(settings, summary.files, summary.model)
+        if settings.load:
+            with _timed(summary, "load", progress):
+                summary.load = load_stage(settings)
+        summary.status = "succeeded"
+    except BaseException as exc:
+        fail(summary, exc)
+        raise
+    finally:
+        summary.timings["total"] = round(time.perf_counter() - t_start, 3)
+        finish(settings, summary)
+    return summary
+
+
+def begin(settings: Settings) -> RunSummary:
+    """Start a run: a fresh run id, an empty run folder, a ``running`` row in the ledger."""
     run_id = settings.run_id or new_run_id(settings.as_of)
     summary = RunSummary(
         run_id=run_id,
@@ -100,62 +130,133 @@ def run(settings: Settings, *, progress: ProgressHook | None = None) -> RunSumma
     run_path = stage.run_dir(settings.staging, settings.as_of)
     stage.prepare_run_dir(run_path)
     (run_path / stage.SUMMARY).unlink(missing_ok=True)
-    ledger = _Ledger(settings, summary)
-    t_start = time.perf_counter()
-    try:
-        ledger.start()
-        with _timed(summary, "extract", progress):
-            extracted = extract(
-                settings.input,
-                run_path,
-                settings.as_of,
-                delimiter=settings.delimiter,
-                storage_options=settings.storage_options,
-            )
-        summary.files = {name: counts.as_dict() for name, counts in extracted.counts.items()}
-        with _timed(summary, "transform", progress):
-            history = run_path / "_work" / "history.parquet"
-            stage.sink_parquet(_transform(extracted, settings.as_of), history)
-        with _timed(summary, "model", progress):
-            output = run_path / stage.OUTPUT
-            summary.model = _predict(history, output, settings)
-        summary.output_rows = pl.scan_parquet(output).select(pl.len()).collect().item()
-        if settings.verify:
-            with _timed(summary, "verify", progress):
-                summary.verify = _verify(run_path, settings)
-        if settings.load:
-            with _timed(summary, "load", progress):
-                summary.load = _load(output, settings, run_id)
-        summary.status = "succeeded"
-    except FastclvError as exc:
-        summary.status = "failed"
-        summary.error = str(exc)
-        summary.error_type = type(exc).__name__
-        summary.transient = exc.transient
-        raise
-    except Exception as exc:  # an unexpected failure still ends as a recorded, failed run
-        summary.status = "failed"
-        summary.error = f"internal error: {type(exc).__name__}: {exc}"
-        summary.error_type = type(exc).__name__
-        summary.transient = False
-        raise
-    finally:
-        summary.timings["total"] = round(time.perf_counter() - t_start, 3)
-        summary.finished_at = datetime.now(UTC)
-        stage.write_json(summary.as_dict(), run_path / stage.SUMMARY)
-        ledger.finish()
-        if summary.status == "succeeded":
-            stage.clean_work(run_path)
+    if settings.load and settings.pg_uri:
+        from fastclv import load
+
+        load.start_run(
+            settings.pg_uri,
+            schema=settings.pg_schema,
+            runs_table=settings.runs_table,
+            run_id=run_id,
+            as_of=settings.as_of,
+            input=summary.input,
+            started_at=summary.started_at,
+        )
     return summary
 
 
-def _transform(extracted: ExtractResult, as_of: date) -> pl.LazyFrame:
-    return customer_ltv(
-        pl.scan_parquet(extracted.valid["customers"]),
-        pl.scan_parquet(extracted.valid["orders"]),
-        pl.scan_parquet(extracted.valid["order_items"]),
-        as_of,
+def extract_stage(settings: Settings) -> dict[str, dict[str, object]]:
+    """Validate the inputs and stage them; returns the counts per file (JSON-ready)."""
+    extracted = extract(
+        settings.input,
+        stage.run_dir(settings.staging, settings.as_of),
+        settings.as_of,
+        delimiter=settings.delimiter,
+        storage_options=settings.storage_options,
     )
+    log.info("extract: %s", {name: c.as_dict() for name, c in extracted.counts.items()})
+    return {name: counts.as_dict() for name, counts in extracted.counts.items()}
+
+
+@dataclass(frozen=True)
+class TransformResult:
+    """What the transform stage produced (``customer_ltv.parquet`` in the run folder)."""
+
+    output_rows: int
+    model: dict[str, object]
+    model_seconds: float
+
+
+def transform_stage(settings: Settings) -> TransformResult:
+    """Historical columns from the staged inputs, then the predictive model: the output file."""
+    run_path = stage.run_dir(settings.staging, settings.as_of)
+    history = run_path / "_work" / "history.parquet"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    staged = {
+        name: pl.scan_parquet(run_path / f"{name}.parquet") for name in ("customers", "orders", "order_items")
+    }
+    stage.sink_parquet(
+        customer_ltv(staged["customers"], staged["orders"], staged["order_items"], settings.as_of), history
+    )
+    t0 = time.perf_counter()
+    model = _predict(history, run_path / stage.OUTPUT, settings)
+    rows = pl.scan_parquet(run_path / stage.OUTPUT).select(pl.len()).collect().item()
+    return TransformResult(int(rows), model, round(time.perf_counter() - t0, 3))
+
+
+def verify_stage(
+    settings: Settings, counts: dict[str, dict[str, object]], model: dict[str, object] | None
+) -> dict[str, object]:
+    """The DuckDB cross-check of the staged output; raises VerificationError on a mismatch."""
+    del settings, counts, model  # the cross-check lands with its own issue
+    return {"status": "skipped", "reason": "the DuckDB cross-check is not built yet"}
+
+
+def load_stage(settings: Settings) -> dict[str, object]:
+    """Load the staged output into PostgreSQL, replacing the partition of the as-of date."""
+    from fastclv import load
+
+    if not settings.pg_uri:
+        raise ConfigError("no PostgreSQL URI configured. Hint: pass --pg-uri or --no-load.")
+    result = load.load_partition(
+        settings.pg_uri,
+        stage.run_dir(settings.staging, settings.as_of) / stage.OUTPUT,
+        settings.as_of,
+        schema=settings.pg_schema,
+        table=settings.table,
+        lock_timeout_s=settings.lock_timeout_s,
+        run_id=settings.run_id or "manual",
+    )
+    return {
+        "table": result.table,
+        "partition": result.partition,
+        "rows": result.rows,
+        "seconds": result.seconds,
+    }
+
+
+def fail(summary: RunSummary, exc: BaseException) -> None:
+    """Mark the summary failed with the error's message (never a traceback)."""
+    summary.status = "failed"
+    summary.error_type = type(exc).__name__
+    if isinstance(exc, FastclvError):
+        summary.error = str(exc)
+        summary.transient = exc.transient
+    else:
+        summary.error = f"internal error: {type(exc).__name__}: {exc}"
+        summary.transient = False
+
+
+def finish(settings: Settings, summary: RunSummary) -> None:
+    """End a run: write summary.json, record the outcome in the ledger, drop work files."""
+    summary.finished_at = datetime.now(UTC)
+    run_path = stage.run_dir(settings.staging, settings.as_of)
+    run_path.mkdir(parents=True, exist_ok=True)
+    stage.write_json(summary.as_dict(), run_path / stage.SUMMARY)
+    if settings.load and settings.pg_uri:
+        from fastclv import load
+
+        try:
+            load.finish_run(
+                settings.pg_uri,
+                schema=settings.pg_schema,
+                runs_table=settings.runs_table,
+                run_id=summary.run_id,
+                status=summary.status,
+                finished_at=summary.finished_at,
+                counts=summary.files,
+                output_rows=summary.output_rows,
+                model=summary.model,
+                timings=summary.timings,
+                error=summary.error,
+                as_of=summary.as_of,
+                input=summary.input,
+                started_at=summary.started_at,
+            )
+        except FastclvError as exc:  # never mask the run's own outcome with a ledger error
+            log.error("could not record run %s in the ledger: %s", summary.run_id, exc)
+    if summary.status == "succeeded":
+        stage.clean_work(run_path)
 
 
 def _predict(history: Path, output: Path, settings: Settings) -> dict[str, object]:
@@ -204,86 +305,3 @@ def _predict(history: Path, output: Path, settings: Settings) -> dict[str, objec
         frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in PREDICTIVE_COLUMNS)
     stage.sink_parquet(frame.select(OUTPUT_SCHEMA.names()).cast(OUTPUT_SCHEMA), output)
     return info
-
-
-def _verify(run_path: Path, settings: Settings) -> dict[str, object]:
-    """The DuckDB cross-check (its own issue); a placeholder until it lands."""
-    try:
-        from fastclv import verify
-    except ImportError:
-        return {"status": "skipped", "reason": "cross-check not available"}
-    return verify.verify_run(run_path, settings).as_dict()
-
-
-def _load(output: Path, settings: Settings, run_id: str) -> dict[str, object]:
-    from fastclv import load
-
-    if not settings.pg_uri:
-        raise FastclvError("no PostgreSQL URI configured. Hint: pass --pg-uri or --no-load.")
-    result = load.load_partition(
-        settings.pg_uri,
-        output,
-        settings.as_of,
-        schema=settings.pg_schema,
-        table=settings.table,
-        lock_timeout_s=settings.lock_timeout_s,
-        run_id=run_id,
-    )
-    return {
-        "table": result.table,
-        "partition": result.partition,
-        "rows": result.rows,
-        "seconds": result.seconds,
-    }
-
-
-class _Ledger:
-    """Records the run in ``customer_ltv_runs`` when a database is configured."""
-
-    def __init__(self, settings: Settings, summary: RunSummary) -> None:
-        self.settings = settings
-        self.summary = summary
-        self.started = False
-
-    def start(self) -> None:
-        if not (self.settings.load and self.settings.pg_uri):
-            return
-        from fastclv import load
-
-        load.start_run(
-            self.settings.pg_uri,
-            schema=self.settings.pg_schema,
-            runs_table=self.settings.runs_table,
-            run_id=self.summary.run_id,
-            as_of=self.summary.as_of,
-            input=self.summary.input,
-            started_at=self.summary.started_at,
-        )
-        self.started = True
-
-    def finish(self) -> None:
-        if not self.started or not self.settings.pg_uri:
-            return
-        from fastclv import load
-
-        try:
-            load.finish_run(
-                self.settings.pg_uri,
-                schema=self.settings.pg_schema,
-                runs_table=self.settings.runs_table,
-                run_id=self.summary.run_id,
-                status=self.summary.status,
-                finished_at=self.summary.finished_at or datetime.now(UTC),
-                counts=self.summary.files,
-                output_rows=self.summary.output_rows,
-                model=self.summary.model,
-                timings=self.summary.timings,
-                error=self.summary.error,
-            )
-        except FastclvError as exc:  # never mask the run's own error with a ledger error
-            log.error("could not record run %s in the ledger: %s", self.summary.run_id, exc)
-
-
-def staged_location(settings: Settings, name: str) -> str:
-    """Where a staged file of this run lives."""
-    return storage.join(settings.staging, settings.as_of.isoformat(), name)

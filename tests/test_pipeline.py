@@ -219,7 +219,9 @@ def _table(pg_uri: str, schema: str, query: str) -> pl.DataFrame:
 
 #: The output table as PostgreSQL holds it; numeric travels as text, then back to Decimal.
 LOADED = "SELECT {columns} FROM {{schema}}.customer_ltv ORDER BY customer_id".format(
-    columns=", ".join(f"{c}::text AS {c}" if c in ("total_revenue", "predicted_clv") else c for c in OUTPUT_SCHEMA)
+    columns=", ".join(
+        f"{c}::text AS {c}" if c in ("total_revenue", "predicted_clv") else c for c in OUTPUT_SCHEMA
+    )
 )
 
 
