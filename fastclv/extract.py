@@ -34,6 +34,7 @@ from fastclv.contract import (
     MONEY_PATTERN,
     ORDER_ITEMS,
     ORDERS,
+    PARENT_ROW,
     QUANTITY_MAX,
     QUANTITY_PATTERN,
     REASONS_BY_FILE,
@@ -387,11 +388,12 @@ def extract(
         item = _scan_structure(headers[spec.name], work_dir, delimiter, storage_options)
         work[spec.name] = item
         checked = check_fields(_fields(item, delimiter, storage_options), spec, set(item.wanted))
-        if spec.key is not None:
-            # Duplicates need the whole file: stage the checked rows once, then resolve.
-            checked_path = work_dir / f"{spec.name}.checked.parquet"
-            stage.sink_parquet(checked, checked_path)
-            checked = pl.scan_parquet(checked_path)
+        # Stage the checked rows once (Arrow IPC: a third of Parquet's write cost, and only
+        # we read it), then resolve duplicates and foreign keys from there: duplicates need
+        # the whole file, and joining straight from the CSV pipeline cost more memory.
+        checked_path = work_dir / f"{spec.name}.checked.arrow"
+        stage.sink_ipc(checked, checked_path)
+        checked = pl.scan_ipc(checked_path)
         out = run_dir / f"{spec.name}.parquet"
         rejects_part = work_dir / f"{spec.name}.rejects.parquet"
         counts[spec.name] = _resolve(spec, checked, out, rejects_part, run_dir, cutoff)
@@ -463,7 +465,7 @@ def _fields(item: _FileWork, delimiter: str, storage_options: Mapping[str, str] 
         ).filter(~plan.in_span(line))
         exceptional = pl.scan_parquet(item.exceptional)
         if item.n_exceptional:
-            native = native.join(exceptional.select(LINE), on=LINE, how="anti")
+            native = native.join(exceptional.select(LINE), on=LINE, how="anti", maintain_order="left")
         parts = [native, records.split_fields(exceptional.filter(single), header.n_fields, delimiter, wanted)]
     if item.spans is not None:
         parts.append(records.split_fields(item.spans.lazy(), header.n_fields, delimiter, wanted))
@@ -472,15 +474,24 @@ def _fields(item: _FileWork, delimiter: str, storage_options: Mapping[str, str] 
 
 
 def _conflicts(ok: pl.LazyFrame, key: str, compare: list[str]) -> pl.DataFrame:
-    """Keys on several valid rows: whether those rows differ, and the first row number."""
-    repeated = ok.group_by(key).agg(pl.len().alias("_n")).filter(pl.col("_n") > 1).select(key)
+    """Keys on several valid rows: whether those rows differ, and the first row number.
+
+    Repeated keys are found by a 64-bit hash first (an integer group-by: a fraction of the
+    memory of grouping 10M text ids); a collision only adds a candidate, which the exact
+    group-by on the text key of the few candidate rows then sorts out.
+    """
+    hashed = pl.col(key).hash().alias("_key_hash")
+    repeated = ok.group_by(hashed).agg(pl.len().alias("_n")).filter(pl.col("_n") > 1).select("_key_hash")
+    candidates = ok.with_columns(hashed).join(repeated, on="_key_hash", how="semi")
     return (
-        ok.join(repeated, on=key, how="semi")
-        .group_by(key)
+        candidates.group_by(key)
         .agg(
+            pl.len().alias("_n"),
             pl.any_horizontal(pl.col(c).n_unique() > 1 for c in compare).alias("_conflict"),
             pl.col(ROW).min().alias("_first"),
         )
+        .filter(pl.col("_n") > 1)
+        .drop("_n")
         .collect(engine="streaming")
     )
 
@@ -490,8 +501,7 @@ def _resolve(
 ) -> FileCounts:
     """Duplicates and foreign keys for one file; stage valid rows and rejects; count.
 
-    ``recs`` is the checked file (from staged Parquet when duplicates need two reads, else
-    straight from the CSV in one streaming pass).
+    ``recs`` is the checked file, read from its work Parquet.
     """
     reason = pl.col(REASON)
     dropped = pl.lit(False)
@@ -502,7 +512,7 @@ def _resolve(
         compare = [c for c in schema.names() if c not in (ROW, spec.key)]
         conflicts = _conflicts(recs.filter(reason.is_null()), spec.key, compare)
         if conflicts.height:
-            recs = recs.join(conflicts.lazy(), on=spec.key, how="left")
+            recs = recs.join(conflicts.lazy(), on=spec.key, how="left", maintain_order="left")
             conflict = reason.is_null() & pl.col("_conflict").fill_null(False)
             dropped = (
                 reason.is_null() & ~pl.col("_conflict").fill_null(True) & (pl.col(ROW) != pl.col("_first"))
@@ -519,48 +529,72 @@ def _resolve(
 
     # Foreign keys, checked against the rows staged just before (customers -> orders -> items).
     if spec is ORDERS:
-        parents = pl.scan_parquet(run_dir / "customers.parquet").select("customer_id", _known=pl.lit(True))
+        parents = pl.scan_parquet(run_dir / "customers.parquet").select(
+            "customer_id", _known=pl.lit(True), _parent=pl.col(ROW)
+        )
         recs = _check_parent(
-            recs.join(parents, on="customer_id", how="left"), dropped, Reason.UNKNOWN_CUSTOMER, "customer_id"
+            recs.join(parents, on="customer_id", how="left", maintain_order="left"),
+            dropped,
+            Reason.UNKNOWN_CUSTOMER,
+            "customer_id",
         )
         after = pl.col("order_ts") >= cutoff
     elif spec is ORDER_ITEMS:
         parents = pl.scan_parquet(run_dir / "orders.parquet").select(
-            "order_id", _known=pl.lit(True), _after=pl.col("order_ts") >= cutoff
+            "order_id", _known=pl.lit(True), _parent=pl.col(ROW), _after=pl.col("order_ts") >= cutoff
         )
         recs = _check_parent(
-            recs.join(parents, on="order_id", how="left"), dropped, Reason.UNKNOWN_ORDER, "order_id"
+            recs.join(parents, on="order_id", how="left", maintain_order="left"),
+            dropped,
+            Reason.UNKNOWN_ORDER,
+            "order_id",
         )
         after = pl.col("_after").fill_null(False)
 
-    valid = pl.col(REASON).is_null() & ~dropped
-    schema = VALID_SCHEMAS[spec.name]
-    tmp_out = stage.temporary(out)
-    tmp_rejects = stage.temporary(rejects_out)
-    results = pl.collect_all(
-        [
-            recs.filter(valid).select(schema.names()).sink_parquet(tmp_out, lazy=True),
-            recs.filter(pl.col(REASON).is_not_null())
-            .select(
-                pl.lit(spec.file_name).alias("file"),
-                pl.col(ROW),
-                pl.col(REASON).alias("reason"),
-                pl.col(COLUMN).alias("column"),
-                pl.col(LINE),
-            )
-            .sink_parquet(tmp_rejects, lazy=True),
-            recs.select(
-                pl.len().alias("read"),
-                valid.sum().alias("valid"),
-                dropped.sum().alias("dropped"),
-                (valid & after).sum().alias("after"),
-            ),
-        ],
-        engine="streaming",
+    # One consumer per streaming query: several sinks sharing the joins buffer their
+    # difference in speed in memory (measured: GBs). So the resolved rows go to one work
+    # file, and the outputs are cheap scans of it.
+    resolved_path = rejects_out.with_name(f"{spec.name}.resolved.arrow")
+    stage.sink_ipc(
+        recs.select(
+            *VALID_SCHEMAS[spec.name].names(),
+            *_parent_row(spec),
+            REASON,
+            COLUMN,
+            LINE,
+            dropped.alias("_dropped"),
+            after.alias("_after"),
+        ),
+        resolved_path,
     )
-    stage.commit(tmp_out, out)
-    stage.commit(tmp_rejects, rejects_out)
-    totals = results[2].row(0, named=True)
+    resolved = pl.scan_ipc(resolved_path)
+    valid = pl.col(REASON).is_null() & ~pl.col("_dropped")
+    stage.sink_parquet(
+        resolved.filter(valid).select(
+            *VALID_SCHEMAS[spec.name].names(), *PARENT_ROW.get(spec.name, "").split()
+        ),
+        out,
+    )
+    stage.sink_parquet(
+        resolved.filter(pl.col(REASON).is_not_null()).select(
+            pl.lit(spec.file_name).alias("file"),
+            pl.col(ROW),
+            pl.col(REASON).alias("reason"),
+            pl.col(COLUMN).alias("column"),
+            pl.col(LINE),
+        ),
+        rejects_out,
+    )
+    totals = (
+        resolved.select(
+            pl.len().alias("read"),
+            valid.sum().alias("valid"),
+            pl.col("_dropped").sum().alias("dropped"),
+            (valid & pl.col("_after")).sum().alias("after"),
+        )
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
     by_reason = dict.fromkeys((r.value for r in REASONS_BY_FILE[spec.name]), 0)
     reason_counts = pl.scan_parquet(rejects_out).group_by("reason").agg(pl.len()).collect()
     for code_value, n in reason_counts.iter_rows():
@@ -576,6 +610,15 @@ def _resolve(
     if counts.read != counts.valid + counts.rejected + counts.duplicates_dropped:
         raise AssertionError(f"{spec.file_name}: counts do not add up: {counts}")  # a bug, not bad input
     return counts
+
+
+def _parent_row_name(spec: InputFile) -> list[str]:
+    return [PARENT_ROW[spec.name]] if spec.name in PARENT_ROW else []
+
+
+def _parent_row(spec: InputFile) -> list[pl.Expr]:
+    """The parent's row number, kept on staged orders and items (contract.PARENT_ROW)."""
+    return [pl.col("_parent").alias(PARENT_ROW[spec.name])] if spec.name in PARENT_ROW else []
 
 
 def _check_parent(recs: pl.LazyFrame, dropped: pl.Expr, code: Reason, column: str) -> pl.LazyFrame:

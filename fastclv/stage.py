@@ -63,6 +63,16 @@ def sink_parquet(frame: pl.LazyFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def sink_ipc(frame: pl.LazyFrame, path: Path) -> None:
+    """Stream a LazyFrame to an Arrow IPC file atomically (work files: cheap to write)."""
+    tmp = temporary(path)
+    try:
+        frame.sink_ipc(tmp, engine="streaming", compression="lz4")
+        commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(data: Any, path: Path) -> None:
     """Write JSON atomically (sorted keys, readable)."""
     tmp = temporary(path)
