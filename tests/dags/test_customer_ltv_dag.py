@@ -1,0 +1,344 @@
+"""The customer_ltv DAG under a real Airflow (dag.test) against the test PostgreSQL.
+
+Logical dates follow the cron trigger timetable: the run due at D+1 00:05 UTC covers D.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+SAMPLE = ROOT / "data" / "sample"
+EXPECTED = json.loads((SAMPLE / "expected.json").read_text())
+DUE_DEC_31 = datetime(2025, 12, 31, 0, 5, tzinfo=UTC)  # covers 2025-12-30
+DUE_JAN_01 = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)  # covers 2025-12-31
+STAGES = ["begin", "extract", "transform", "verify", "load"]
+PASSWORD = "Sup3r-Secret-Pw"  # the test server trusts 127.0.0.1, so any password works
+
+pytestmark = [
+    # Airflow's in-process execution API (dag.test) uses starlette's TestClient with httpx;
+    # starlette deprecates that pairing. Airflow's choice, not ours.
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated"),
+]
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+class Webhook:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        messages = self.messages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                messages.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/SECRET-TOKEN"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Webhook:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Webhook]:
+    """A running local webhook, named by FASTCLV_ALERT_WEBHOOK."""
+    with Webhook() as hook:
+        monkeypatch.setenv("FASTCLV_ALERT_WEBHOOK", hook.url)
+        yield hook
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_home: Path) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+@pytest.fixture
+def dag(dagbag: Any) -> Iterator[Any]:
+    """The parsed DAG with retries off (as the tests run it); restored afterwards."""
+    dag = dagbag.get_dag("customer_ltv")
+    saved = {t.task_id: (t.retries, t.retry_delay, t.retry_exponential_backoff) for t in dag.tasks}
+    for t in dag.tasks:
+        t.retries = 0
+    yield dag
+    for t in dag.tasks:
+        t.retries, t.retry_delay, t.retry_exponential_backoff = saved[t.task_id]
+
+
+@pytest.fixture
+def env(pg_uri: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Connection (with a password, to prove it never leaks), input, staging, schema."""
+    monkeypatch.setenv("AIRFLOW_CONN_FASTCLV_POSTGRES", _with_password(pg_uri, PASSWORD))
+    monkeypatch.setenv("FASTCLV_INPUT", str(SAMPLE))
+    monkeypatch.setenv("FASTCLV_STAGING", str(tmp_path / "staging"))
+    monkeypatch.setenv("FASTCLV_PG_SCHEMA", pg_schema)
+    monkeypatch.delenv("FASTCLV_REJECT_RATE_THRESHOLD", raising=False)
+    return tmp_path / "staging"
+
+
+def _with_password(uri: str, password: str) -> str:
+    scheme, rest = uri.split("://", 1)
+    userinfo, host = rest.split("@", 1)
+    return f"{scheme}://{userinfo.split(':')[0]}:{password}@{host}"
+
+
+def _run(dag: Any, logical_date: datetime, **params: Any) -> Any:
+    """dag.test() with every param given: in one process, dag.test() keeps the previous run's
+    conf values in the DAG's shared Param objects (a fresh task process would not)."""
+    return dag.test(logical_date=logical_date, run_conf=dict.fromkeys(dag.params) | params)
+
+
+def _dag_module(dag: Any) -> Any:
+    """The DAG file's module, as the DagBag loaded it (under a name of its own)."""
+    return sys.modules[dag.get_task("begin").python_callable.__module__]
+
+
+def _states(dag_run: Any) -> dict[str, tuple[str, int]]:
+    return {ti.task_id: (ti.state, ti.try_number) for ti in dag_run.get_task_instances()}
+
+
+def _rows(pg_uri: str, schema: str, query: str, *params: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg_uri) as conn:
+        return conn.execute(sql.SQL(query).format(s=sql.Identifier(schema)), params).fetchall()
+
+
+def _partition_oid(pg_uri: str, schema: str, name: str) -> int:
+    [(oid,)] = _rows(pg_uri, schema, "SELECT to_regclass(%s)::oid", f"{schema}.{name}")
+    return int(oid)
+
+
+def _table(pg_uri: str, schema: str) -> list[tuple[Any, ...]]:
+    return _rows(pg_uri, schema, "SELECT * FROM {s}.customer_ltv ORDER BY as_of, customer_id")
+
+
+def _ledger(pg_uri: str, schema: str) -> list[tuple[Any, ...]]:
+    return _rows(
+        pg_uri,
+        schema,
+        "SELECT as_of, status, output_rows, counts, error, run_id FROM {s}.customer_ltv_runs "
+        "ORDER BY started_at",
+    )
+
+
+# -- the DAG's shape ------------------------------------------------------------------------
+
+
+def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
+    from airflow.sdk import CronTriggerTimetable
+
+    assert dagbag.import_errors == {}
+    dag = dagbag.get_dag("customer_ltv")
+    assert [t.task_id for t in dag.topological_sort()] == [*STAGES, "finish"]
+    for upstream, downstream in zip(STAGES, [*STAGES[1:], "finish"], strict=True):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+    assert dag.get_task("finish").trigger_rule == "all_done"
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert dag.timetable.expression == "5 0 * * *"
+    assert str(dag.timetable.timezone) == "UTC"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert set(dag.params) == {
+        "as_of", "input", "staging", "schema", "horizon_months", "margin", "discount_rate",
+        "reject_rate_threshold",
+    }  # fmt: skip
+    assert all(dag.params[name] is None for name in dag.params)  # defaults come from the env
+    alert = _dag_module(dag).alert_on_failure
+    for t in dag.tasks:
+        assert t.retries == 3
+        assert t.retry_exponential_backoff == 2.0
+        assert t.on_failure_callback == [alert]
+
+
+def test_dag_is_ruff_clean_including_the_airflow_rules() -> None:
+    ruff = Path(sys.executable).with_name("ruff")
+    for args in (["check", "dags/", "--select", "AIR"], ["check", "dags/"]):
+        result = subprocess.run([ruff, *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_as_of_of_scheduled_and_backfilled_runs(dagbag: Any) -> None:
+    """The schedule's runs, and a backfill's, each cover the UTC day before they are due."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = dagbag.get_dag("customer_ltv")
+    as_of_for_run = _dag_module(dag).as_of_for_run
+    serialized = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    # What `airflow backfill create --from-date 2025-12-31 --to-date 2026-01-02` iterates.
+    infos = list(
+        serialized.iter_dagrun_infos_between(
+            datetime(2025, 12, 31, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+        )
+    )
+    covered = [
+        as_of_for_run(
+            logical_date=info.logical_date, data_interval_end=info.data_interval.end, run_after=info.run_after
+        )
+        for info in infos
+    ]
+    assert [info.logical_date for info in infos] == [DUE_DEC_31, DUE_JAN_01]
+    assert covered == [date(2025, 12, 30), date(2025, 12, 31)]
+    # A manual run without a logical date covers yesterday; the as_of param wins.
+    now = datetime(2026, 3, 1, 14, 0, tzinfo=UTC)
+    assert as_of_for_run(logical_date=None, data_interval_end=None, run_after=now) == date(2026, 2, 28)
+    assert as_of_for_run(
+        logical_date=now, data_interval_end=now, run_after=now, override="2025-06-30"
+    ) == date(2025, 6, 30)
+
+
+# -- end to end -----------------------------------------------------------------------------
+
+
+def test_two_days_and_a_rerun_load_each_days_partition(
+    dag: Any,
+    env: Path,
+    pg_uri: str,
+    pg_schema: str,
+    webhook: Webhook,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = _run(dag, DUE_DEC_31)
+    assert first.state == "success", _states(first)
+    dec_30 = _rows(pg_uri, pg_schema, "SELECT * FROM {s}.customer_ltv WHERE as_of = '2025-12-30' ORDER BY 2")
+    oid_before = _partition_oid(pg_uri, pg_schema, "customer_ltv_p20251230")
+
+    # The second day, with a low reject-rate threshold: a warning, and the run goes on.
+    second = _run(dag, DUE_JAN_01, reject_rate_threshold=0.01)
+    assert second.state == "success", _states(second)
+    rerun = _run(dag, DUE_DEC_31)
+    assert rerun.state == "success", _states(rerun)
+
+    partitions = _rows(
+        pg_uri, pg_schema, "SELECT as_of, count(*) FROM {s}.customer_ltv GROUP BY 1 ORDER BY 1"
+    )
+    assert partitions == [(date(2025, 12, 30), 1009), (date(2025, 12, 31), 1009)]
+    assert (
+        _rows(pg_uri, pg_schema, "SELECT * FROM {s}.customer_ltv WHERE as_of = '2025-12-30' ORDER BY 2")
+        == dec_30
+    )
+    assert _partition_oid(pg_uri, pg_schema, "customer_ltv_p20251230") != oid_before  # replaced
+
+    ledger = _ledger(pg_uri, pg_schema)
+    assert [(r[0], r[1], r[2], r[4]) for r in ledger] == [
+        (date(2025, 12, 30), "succeeded", 1009, None),
+        (date(2025, 12, 31), "succeeded", 1009, None),
+        (date(2025, 12, 30), "succeeded", 1009, None),
+    ]
+    assert len({r[5] for r in ledger}) == 3  # a rerun is a run of its own
+    counts_dec_31 = {name: {k: c[k] for k in EXPECTED["files"][name]} for name, c in ledger[1][3].items()}
+    assert counts_dec_31 == EXPECTED["files"]  # the sample's as-of is 2025-12-31
+    assert ledger[0][3]["orders"]["after_as_of"] > EXPECTED["files"]["orders"]["after_as_of"]
+
+    for day in ("2025-12-30", "2025-12-31"):
+        summary = json.loads((env / day / "summary.json").read_text())
+        assert (summary["as_of"], summary["status"], summary["output_rows"]) == (day, "succeeded", 1009)
+        assert not (env / day / "_work").exists()
+
+    [warning] = webhook.messages  # customers: 16 of 1028 rejected (1.6%) > 1%
+    assert warning["level"] == "warning"
+    assert (warning["dag"], warning["task"], warning["as_of"]) == ("customer_ltv", "extract", "2025-12-31")
+    assert set(warning["reject_rates"]) == {"customers", "orders", "order_items"}
+    assert "customers 1.56%" in warning["text"]
+
+    out = capfd.readouterr()
+    logged = out.out + out.err + caplog.text
+    assert PASSWORD not in logged
+    assert "SECRET-TOKEN" not in logged  # the webhook's path is never logged
+    assert "extract: customers 1028 read, 1009 valid, 16 rejected" in caplog.text
+
+
+def test_missing_column_fails_fast_leaves_table_and_alerts(
+    dag: Any, env: Path, pg_uri: str, pg_schema: str, tmp_path: Path, webhook: Webhook
+) -> None:
+    from fastclv import pipeline
+    from fastclv.config import Settings
+
+    pipeline.run(Settings(input=str(SAMPLE), staging=str(tmp_path / "cli"), as_of=date(2025, 12, 31),
+                          pg_uri=pg_uri, pg_schema=pg_schema))  # fmt: skip
+    before = _table(pg_uri, pg_schema)
+    bad = tmp_path / "bad"
+    shutil.copytree(SAMPLE, bad)
+    header, rest = (bad / "customers.csv").read_text(encoding="utf-8-sig").split("\n", 1)
+    (bad / "customers.csv").write_text(header.replace("signup_date", "signup_day") + "\n" + rest)
+    for t in dag.tasks:  # retries on: a terminal error must not use them
+        t.retries, t.retry_delay, t.retry_exponential_backoff = 3, timedelta(seconds=1), 0
+
+    dag_run = _run(dag, DUE_JAN_01, input=str(bad))
+
+    assert dag_run.state == "failed"
+    states = _states(dag_run)
+    assert states["begin"] == ("success", 1)
+    assert states["extract"] == ("failed", 1)  # no retry
+    assert {states[t][0] for t in ("transform", "verify", "load")} == {"upstream_failed"}
+    assert states["finish"][0] == "failed"
+    assert _table(pg_uri, pg_schema) == before
+    *_, (as_of, status, output_rows, _counts, error, _run_id) = _ledger(pg_uri, pg_schema)
+    assert (as_of, status, output_rows) == (date(2025, 12, 31), "failed", None)
+    assert "customers.csv" in error
+    assert "signup_date" in error
+    assert json.loads((env / "2025-12-31" / "summary.json").read_text())["error"] == error
+    [alert] = webhook.messages  # from extract; finish does not alert twice
+    assert {"text", "dag", "task", "as_of", "run_id", "error", "log_url"} <= set(alert)
+    assert (alert["dag"], alert["task"], alert["as_of"], alert["error"]) == (
+        "customer_ltv", "extract", "2025-12-31", error
+    )  # fmt: skip
+    assert alert["run_id"] == dag_run.run_id
+    assert (
+        f"/dags/customer_ltv/runs/{dag_run.run_id.replace(':', '%3A').replace('+', '%2B')}"
+        in alert["log_url"]
+    )
+
+
+def test_unreachable_database_is_retried_then_fails(
+    dag: Any, env: Path, pg_uri: str, webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FASTCLV_POSTGRES", "postgresql://nobody@127.0.0.1:9/nowhere?connect_timeout=2"
+    )
+    dag.get_task("begin").retries = 1
+    dag.get_task("begin").retry_delay = timedelta(seconds=1)
+
+    dag_run = _run(dag, DUE_JAN_01)
+
+    assert dag_run.state == "failed"
+    states = _states(dag_run)
+    assert states["begin"] == ("failed", 2)  # transient: retried once, as configured
+    assert states["finish"][0] == "failed"
+    summary = json.loads((env / "2025-12-31" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["transient"] is True
+    assert "connection refused" in summary["error"].lower()
+    [alert] = webhook.messages  # only for the final failure, not the retry
+    assert alert["task"] == "begin"
