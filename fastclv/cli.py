@@ -273,6 +273,148 @@ def pg_status(
     out.print(redact_uri(server.uri), highlight=False)
 
 
+@app.command()
+def verify(
+    staging: Annotated[
+        str | None, typer.Option(help="Staging root [env FASTCLV_STAGING, default ./staging].")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="As-of date YYYY-MM-DD (default: the latest staged run)."),
+    ] = None,
+    horizon_months: Annotated[
+        int | None, typer.Option(help="CLV horizon the run used [env, default: 12].")
+    ] = None,
+    margin: Annotated[float | None, typer.Option(help="Profit margin the run used [default: 1.0].")] = None,
+    discount_rate: Annotated[
+        float | None, typer.Option(help="Monthly discount rate the run used [default: 0.01].")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Cross-check a staged run with DuckDB again (exit 3 on a mismatch, with a report)."""
+    _setup_logging(verbose)
+    import json
+
+    from fastclv import explore
+    from fastclv.errors import InputError
+    from fastclv.verify import verify_run
+
+    with _user_errors(verbose):
+        root = Path(staging) if staging else explore.default_staging()
+        run_dir = explore.run_folder(root, _date_option(as_of), succeeded_only=False)
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(
+                f"cannot read {run_dir / 'summary.json'} ({exc}). "
+                "Hint: the run did not finish; rerun `fastclv run` for this date."
+            ) from None
+        settings = Settings.from_env(
+            input=str(summary.get("input") or "-"),
+            staging=str(root),
+            as_of=date.fromisoformat(run_dir.name),
+            horizon_months=horizon_months,
+            margin=margin,
+            discount_rate=discount_rate,
+        )
+        if summary.get("status") != "succeeded":
+            err.print(f"note: the run of {run_dir.name} ended {summary.get('status')!r}", highlight=False)
+        result = verify_run(
+            run_dir,
+            settings.as_of,
+            summary.get("files") or {},
+            summary.get("model"),
+            horizon_months=settings.horizon_months,
+            margin=settings.margin,
+            discount_rate=settings.discount_rate,
+        )
+    table = Table(title=f"fastclv verify {run_dir}", title_justify="left")
+    for column in ("check", "compared", "mismatches", "note"):
+        table.add_column(column, justify="right" if column in ("compared", "mismatches") else "left")
+    for name, check in result.checks.items():
+        assert isinstance(check, dict)
+        table.add_row(name, f"{check['compared']:,}", f"{check['mismatches']:,}", str(check["note"] or ""))
+    out.print(table)
+    out.print(f"[bold green]ok[/]: all {len(result.checks)} checks agree ({result.seconds:.2f} s)")
+
+
+@app.command()
+def sql(
+    query: Annotated[
+        str | None, typer.Argument(help="SQL to run; omit it for an interactive prompt (stdin).")
+    ] = None,
+    staging: Annotated[
+        str | None, typer.Option(help="Staging root [env FASTCLV_STAGING, default ./staging].")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="As-of date YYYY-MM-DD (default: the latest succeeded run)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Output: table, csv or json.")] = "table",
+    max_rows: Annotated[
+        int, typer.Option(help="Rows shown by --format table (csv and json print every row).")
+    ] = 100,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Query a staged run with DuckDB: views customers, orders, order_items, rejects, customer_ltv."""
+    _setup_logging(verbose)
+    from fastclv import explore
+
+    with _user_errors(verbose):
+        explore.check_format(fmt)
+        root = Path(staging) if staging else explore.default_staging()
+        run_dir = explore.run_folder(root, _date_option(as_of))
+        if explore.run_status(run_dir) != "succeeded":
+            err.print(f"note: the run of {run_dir.name} did not succeed; querying what it staged")
+        if missing := explore.missing_views(run_dir):
+            err.print(f"note: no view for {', '.join(missing)} (file missing in {run_dir})", highlight=False)
+        con = explore.connect(run_dir)
+        if query is not None:
+            _print_result(explore, con, query, fmt, max_rows)
+            return
+    failed = _sql_prompt(explore, con, fmt, max_rows, run_dir)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _sql_prompt(explore: Any, con: Any, fmt: str, max_rows: int, run_dir: Path) -> int:
+    """Read queries from stdin until EOF or .quit; print each result; count the failures."""
+    interactive = sys.stdin.isatty()
+    if interactive:
+        err.print(f"fastclv sql on {run_dir}: end a query with ';', leave with .quit", highlight=False)
+
+    def lines() -> Iterator[str]:
+        while True:
+            if interactive:
+                err.print("sql> ", end="")
+            line = sys.stdin.readline()
+            if not line:
+                return
+            yield line
+
+    failed = 0
+    for statement in explore.statements(lines()):
+        try:
+            _print_result(explore, con, statement, fmt, max_rows)
+        except FastclvError as exc:
+            failed += 1
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return failed
+
+
+def _print_result(explore: Any, con: Any, query: str, fmt: str, max_rows: int) -> None:
+    """Print one query's result: csv and json stream every row, the table the first ones."""
+    if fmt in ("csv", "json"):
+        writer = explore.write_csv if fmt == "csv" else explore.write_json
+        writer(explore.open_query(con, query), sys.stdout)
+    else:
+        result = explore.run_query(con, query, max_rows=max_rows)
+        out.print(explore.rich_table(result))
+        more = result.total - len(result.rows)
+        shown = f"{result.total:,} row(s)" + (f", first {len(result.rows):,} shown" if more else "")
+        out.print(f"[dim]{shown}[/]", highlight=False)
+    sys.stdout.flush()
+
+
 def main() -> None:
     """Console-script entry point."""
     # The model's small optimisation steps are slower with a multithreaded BLAS than without

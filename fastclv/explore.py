@@ -1,0 +1,298 @@
+"""Ad hoc SQL over one staged run: DuckDB views over the run's Parquet files.
+
+The views are ``customers``, ``orders``, ``order_items``, ``rejects`` and ``customer_ltv``
+(contract section 7), over the files of ``S/D``. Results print as a table, CSV or JSON.
+
+Example::
+
+    con = connect(run_folder(Path("staging"), None))
+    write_result(run_query(con, "SELECT count(*) FROM customer_ltv"), "csv", sys.stdout)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from fastclv import stage
+from fastclv.contract import INPUT_FILES
+from fastclv.errors import ConfigError, InputError, TerminalError
+
+#: View name -> staged file name.
+VIEWS: dict[str, str] = {
+    **{f.name: f"{f.name}.parquet" for f in INPUT_FILES},
+    "rejects": stage.REJECTS,
+    "customer_ltv": stage.OUTPUT,
+}
+FORMATS = ("table", "csv", "json")
+DEFAULT_STAGING = "staging"
+_DATE_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: Words that end the interactive prompt.
+QUIT = frozenset({".quit", ".exit", "\\q"})
+
+
+class QueryError(TerminalError):
+    """DuckDB rejected a query (syntax, unknown table or column, bad cast)."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The columns and (the first) rows of a result; ``total`` counts every row."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+    total: int
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A running query: its columns, and its rows streamed batch by batch."""
+
+    columns: list[str]
+    types: list[str]
+    batches: Iterator[list[tuple[Any, ...]]]
+
+
+def default_staging() -> Path:
+    """The staging root: ``$FASTCLV_STAGING`` or ``./staging``."""
+    return Path(os.environ.get("FASTCLV_STAGING") or DEFAULT_STAGING)
+
+
+def run_status(run_dir: Path) -> str | None:
+    """The ``status`` of a run folder's summary.json (None if missing or unreadable)."""
+    try:
+        status = json.loads((run_dir / stage.SUMMARY).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(status) if status is not None else None
+
+
+def latest_run(staging: Path, *, succeeded_only: bool = True) -> date:
+    """The latest as-of date under ``staging`` whose run succeeded (or has any summary)."""
+    if not staging.is_dir():
+        raise InputError(
+            f"staging folder {staging} does not exist. "
+            "Hint: pass --staging or set FASTCLV_STAGING to the folder `fastclv run` staged into."
+        )
+    dates = []
+    for folder in staging.iterdir():
+        if not (folder.is_dir() and _DATE_FOLDER.match(folder.name)):
+            continue
+        status = run_status(folder)
+        if status == "succeeded" or (status is not None and not succeeded_only):
+            try:
+                dates.append(date.fromisoformat(folder.name))
+            except ValueError:
+                continue
+    if not dates:
+        what = "succeeded" if succeeded_only else "has a summary.json"
+        raise InputError(
+            f"no run under {staging} {what}. "
+            "Hint: run `fastclv run --staging ...` first, or pass --as-of for a specific date."
+        )
+    return max(dates)
+
+
+def run_folder(staging: Path, as_of: date | None, *, succeeded_only: bool = True) -> Path:
+    """The run folder ``S/D`` (D defaults to the latest succeeded run); it must exist."""
+    day = as_of or latest_run(staging, succeeded_only=succeeded_only)
+    folder = stage.run_dir(staging, day)
+    if not folder.is_dir():
+        raise InputError(
+            f"no staged run for {day.isoformat()}: {folder} does not exist. "
+            "Hint: check --staging and --as-of (dates are folder names under the staging root)."
+        )
+    return folder
+
+
+def connect(run_dir: Path) -> Any:
+    """An in-memory DuckDB connection with one view per staged file of ``run_dir``.
+
+    Returns the connection and sets its time zone to UTC (timestamps print as UTC).
+    Files that are missing (a run that failed early) get no view.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for view, file in VIEWS.items():
+        path = run_dir / file
+        if path.is_file():
+            literal = "'" + str(path.resolve()).replace("'", "''") + "'"
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({literal})")  # noqa: S608 - quoted path
+    return con
+
+
+def missing_views(run_dir: Path) -> list[str]:
+    """Views that ``connect`` could not create because their file is missing."""
+    return [view for view, file in VIEWS.items() if not (run_dir / file).is_file()]
+
+
+def open_query(con: Any, sql: str) -> Rows:
+    """Start ``sql``; its rows stream from DuckDB as Arrow batches (never all in memory).
+
+    Raises:
+        QueryError: DuckDB rejected the query (the message is DuckDB's first line), also
+            when the error surfaces while the rows stream.
+    """
+    import duckdb
+
+    try:
+        reader = con.sql(sql).to_arrow_reader()
+    except duckdb.Error as exc:
+        raise _query_error(exc) from None
+
+    def batches() -> Iterator[list[tuple[Any, ...]]]:
+        try:
+            for batch in reader:
+                yield list(zip(*(column.to_pylist() for column in batch.columns), strict=True))
+        except duckdb.Error as exc:
+            raise _query_error(exc) from None
+
+    return Rows(list(reader.schema.names), [str(t) for t in reader.schema.types], batches())
+
+
+def run_query(con: Any, sql: str, *, max_rows: int | None = None) -> QueryResult:
+    """Run ``sql``; keep the first ``max_rows`` rows (all if None) and count the rest."""
+    result = open_query(con, sql)
+    rows: list[tuple[Any, ...]] = []
+    total = 0
+    for batch in result.batches:
+        total += len(batch)
+        rows.extend(batch if max_rows is None else batch[: max(0, max_rows - len(rows))])
+    return QueryResult(result.columns, result.types, rows, total)
+
+
+def _query_error(exc: BaseException) -> QueryError:
+    return QueryError(f"query failed: {_first_line(exc)}. Hint: {_hint(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0].rstrip(".!") if lines else type(exc).__name__
+
+
+def _hint(exc: BaseException) -> str:
+    text = str(exc)
+    if "Catalog Error" in text:
+        return f"the tables are the views {', '.join(VIEWS)}; `DESCRIBE customer_ltv` lists columns"
+    return "check the SQL (DuckDB dialect); `SHOW TABLES` lists the views"
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def text(value: object, *, sep: str = "T") -> str:
+    """One value as text: ISO dates and times, exact decimals, ``null`` for missing."""
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else repr(value)
+    if isinstance(value, datetime):
+        return value.isoformat(sep=sep)
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=text, ensure_ascii=False)
+    return str(value)
+
+
+def _json_value(value: object) -> str:
+    """A JSON value; decimals stay exact numbers, dates/times are ISO strings, NaN is null."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {_json_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(value)  # exact number text: money never goes through a float
+    if value is None or isinstance(value, Decimal) or (isinstance(value, float) and not math.isfinite(value)):
+        return "null"
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return json.dumps(text(value), ensure_ascii=False)
+
+
+def write_csv(result: Rows, stream: IO[str]) -> int:
+    """Stream RFC 4180 CSV with a header (missing values are empty fields); returns the row count."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(result.columns)
+    total = 0
+    for batch in result.batches:
+        writer.writerows(["" if v is None else text(v) for v in row] for row in batch)
+        total += len(batch)
+    return total
+
+
+def write_json(result: Rows, stream: IO[str]) -> int:
+    """Stream a JSON array with one object per row; returns the row count."""
+    keys = [json.dumps(c, ensure_ascii=False) + ": " for c in result.columns]
+    total = 0
+    for batch in result.batches:
+        for row in batch:
+            stream.write(
+                ("[\n  {" if total == 0 else ",\n  {")
+                + ", ".join(k + _json_value(v) for k, v in zip(keys, row, strict=True))
+                + "}"
+            )
+            total += 1
+    stream.write("\n]\n" if total else "[]\n")
+    return total
+
+
+def rich_table(result: QueryResult) -> Any:
+    """A rich Table of the result (numbers right-aligned, nulls dimmed)."""
+    from rich.table import Table
+
+    numeric = ("int", "uint", "float", "double", "decimal")
+    table = Table(show_edge=True, header_style="bold")
+    for name, kind in zip(result.columns, result.types, strict=True):
+        table.add_column(name, justify="right" if kind.startswith(numeric) else "left", overflow="fold")
+    for row in result.rows:
+        table.add_row(*("[dim]null[/]" if v is None else _escape(text(v, sep=" ")) for v in row))
+    return table
+
+
+def _escape(value: str) -> str:
+    from rich.markup import escape
+
+    return escape(value)
+
+
+def statements(lines: Iterable[str]) -> Iterator[str]:
+    r"""Queries from prompt input: each ends with ``;`` at a line end, a blank line, or EOF.
+
+    A line that is only ``.quit`` / ``.exit`` / ``\\q`` ends the input.
+    """
+    buffer: list[str] = []
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        if line.strip() in QUIT and not buffer:
+            return
+        if not line.strip():
+            if buffer:
+                yield "\n".join(buffer)
+                buffer = []
+            continue
+        buffer.append(line)
+        if line.rstrip().endswith(";"):
+            yield "\n".join(buffer)
+            buffer = []
+    if buffer:
+        yield "\n".join(buffer)
+
+
+def check_format(fmt: str) -> str:
+    """Validate an output format name."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}. Hint: use one of {', '.join(FORMATS)}.")
+    return fmt
