@@ -575,6 +575,7 @@ def _rebuild_summary(context: Context) -> tuple[RunSummary, Settings, str | None
         model=pulled["transform"].get("model"),
         verify=pulled["verify"].get("verify"),
         load=pulled["load"].get("load"),
+        settings=pipeline.model_settings(settings),
     )
     settings = settings.replace(run_id=summary.run_id)
     for name in STAGES[1:]:

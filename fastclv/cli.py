@@ -309,13 +309,14 @@ def verify(
                 f"cannot read {run_dir / 'summary.json'} ({exc}). "
                 "Hint: the run did not finish; rerun `fastclv run` for this date."
             ) from None
+        recorded = summary.get("settings") or {}  # what the run used, unless overridden here
         settings = Settings.from_env(
             input=str(summary.get("input") or "-"),
             staging=str(root),
             as_of=date.fromisoformat(run_dir.name),
-            horizon_months=horizon_months,
-            margin=margin,
-            discount_rate=discount_rate,
+            horizon_months=horizon_months if horizon_months is not None else recorded.get("horizon_months"),
+            margin=margin if margin is not None else recorded.get("margin"),
+            discount_rate=discount_rate if discount_rate is not None else recorded.get("discount_rate"),
         )
         if summary.get("status") != "succeeded":
             err.print(f"note: the run of {run_dir.name} ended {summary.get('status')!r}", highlight=False)

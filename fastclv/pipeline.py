@@ -54,6 +54,8 @@ class RunSummary:
     error: str | None = None
     error_type: str | None = None
     transient: bool | None = None
+    #: The model settings the run used (so a later ``fastclv verify`` re-checks with them).
+    settings: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (dates as ISO strings)."""
@@ -117,6 +119,17 @@ def run(settings: Settings, *, progress: ProgressHook | None = None) -> RunSumma
     return summary
 
 
+def model_settings(settings: Settings) -> dict[str, object]:
+    """The settings that shape the output's numbers, as recorded in the summary."""
+    return {
+        "horizon_months": settings.horizon_months,
+        "margin": settings.margin,
+        "discount_rate": settings.discount_rate,
+        "penalizer": settings.penalizer,
+        "delimiter": settings.delimiter,
+    }
+
+
 def begin(settings: Settings) -> RunSummary:
     """Start a run: a fresh run id, an empty run folder, a ``running`` row in the ledger."""
     run_id = settings.run_id or new_run_id(settings.as_of)
@@ -126,6 +139,7 @@ def begin(settings: Settings) -> RunSummary:
         input=redact_uri(settings.input),
         staging=settings.staging,
         started_at=datetime.now(UTC),
+        settings=model_settings(settings),
     )
     run_path = stage.run_dir(settings.staging, settings.as_of)
     stage.prepare_run_dir(run_path)
