@@ -13,8 +13,13 @@ covers the last whole UTC day before that instant; see :func:`as_of_for_run`.
 Configuration is read when a task runs, never when this file is parsed (except the two
 DAG-level switches ``FASTCLV_CATCHUP`` and ``FASTCLV_START_DATE``): DAG params, else the
 ``FASTCLV_*`` environment variables, else fastclv's defaults. PostgreSQL comes from the
-Airflow connection ``fastclv_postgres``; alerts go to the webhook in the Airflow Variable
-``fastclv_alert_webhook`` or ``FASTCLV_ALERT_WEBHOOK``.
+Airflow connection ``fastclv_postgres``; object-storage credentials (input and staging may be
+``s3://``, ``gs://`` or ``az://`` URIs) from the optional connection ``fastclv_storage`` (its
+login/password and extras become storage options), over FASTCLV_STORAGE_OPTIONS and the
+standard AWS_*/GOOGLE_*/AZURE_* variables. Every task reads what it needs from the staging
+location, so tasks may run on different workers. Alerts go to the webhook in the Airflow
+Variable ``fastclv_alert_webhook`` or ``FASTCLV_ALERT_WEBHOOK``; run metrics go to the task
+log (logger ``fastclv.metrics``) and to StatsD when FASTCLV_STATSD_HOST is set.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ log = logging.getLogger(__name__)
 
 DAG_ID = "customer_ltv"
 CONN_ID = "fastclv_postgres"
+#: Optional connection holding object-storage credentials (e.g. of type ``aws``).
+STORAGE_CONN_ID = "fastclv_storage"
 WEBHOOK_VARIABLE = "fastclv_alert_webhook"
 WEBHOOK_ENV = "FASTCLV_ALERT_WEBHOOK"
 WEBHOOK_TIMEOUT_S = 5.0
@@ -73,6 +80,8 @@ _SETTING_FIELDS = (
     "margin",
     "discount_rate",
     "penalizer",
+    "statsd_host",
+    "statsd_prefix",
 )
 #: libpq connection parameters kept from the connection's extras; the rest (Airflow's own
 #: extras such as ``cursor``, ``iam`` or ``aws_conn_id``) is dropped.
@@ -193,12 +202,40 @@ def _settings(run: Mapping[str, Any], *, with_db: bool = True) -> Settings:
     from fastclv.config import Settings, parse_date
 
     return Settings(
-        **{name: run[name] for name in _SETTING_FIELDS},
+        **{name: run[name] for name in _SETTING_FIELDS if name in run},
         as_of=parse_date(run["as_of"]),
         pg_uri=pg_uri_from_connection() if with_db else None,
         load=with_db,
         run_id=run.get("run_id"),
+        storage_options=storage_options_from_connection(),
     )
+
+
+def storage_options_from_connection(conn_id: str = STORAGE_CONN_ID) -> dict[str, str] | None:
+    """FASTCLV_STORAGE_OPTIONS, with the optional storage connection's credentials over it.
+
+    Resolved in every task (never passed through XCom: it may hold secrets). Without the
+    connection the standard variables (AWS_*, ...) or the worker's own identity apply.
+    """
+    from fastclv.config import storage_options_from_env
+    from fastclv.storage import options_from_connection
+
+    options = storage_options_from_env() or {}
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return options or None
+    extras = conn.extra_dejson
+    if conn.host and "endpoint_url" not in extras:  # e.g. aws://key:secret@minio:9000
+        scheme = "http" if str(extras.get("aws_allow_http", "")).lower() == "true" else "https"
+        port = f":{conn.port}" if conn.port else ""
+        extras = {**extras, "endpoint_url": f"{scheme}://{conn.host}{port}"}
+    found, ignored = options_from_connection(conn.conn_type, conn.login, conn.password, extras)
+    if ignored:
+        log.info(
+            "connection %s: extras that are not storage options, ignored: %s", conn_id, ", ".join(ignored)
+        )
+    return {**options, **found} or None
 
 
 def pg_uri_from_connection(conn_id: str = CONN_ID) -> str:
@@ -478,6 +515,7 @@ def transform(run: dict[str, Any]) -> dict[str, Any]:
         "output_rows": result.output_rows,
         "model": result.model,
         "model_seconds": result.model_seconds,
+        "clv_total": result.clv_total,
         "seconds": seconds,
     }
 
@@ -576,6 +614,7 @@ def _rebuild_summary(context: Context) -> tuple[RunSummary, Settings, str | None
         verify=pulled["verify"].get("verify"),
         load=pulled["load"].get("load"),
         settings=pipeline.model_settings(settings),
+        clv_total=pulled["transform"].get("clv_total"),
     )
     settings = settings.replace(run_id=summary.run_id)
     for name in STAGES[1:]:

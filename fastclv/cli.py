@@ -17,9 +17,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from fastclv.config import Settings, parse_date, redact_uri
+from fastclv.config import (
+    Settings,
+    parse_date,
+    parse_option_pairs,
+    redact_uri,
+    storage_options_from_env,
+)
 from fastclv.errors import ConfigError, FastclvError
 
 app = typer.Typer(
@@ -55,6 +62,24 @@ def _date_option(value: str | None) -> date | None:
     return parse_date(value) if value else None
 
 
+#: The repeatable ``--storage-option KEY=VALUE`` of the commands that touch object storage.
+StorageOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        help="Object-storage option KEY=VALUE (repeatable; object_store key names, e.g. "
+        "aws_region=eu-west-1) [env FASTCLV_STORAGE_OPTIONS as JSON; AWS_*/GOOGLE_*/AZURE_* apply too].",
+        show_default=False,
+    ),
+]
+
+
+def _storage_options(pairs: list[str] | None) -> dict[str, str] | None:
+    """FASTCLV_STORAGE_OPTIONS, with the command line's KEY=VALUE pairs over it."""
+    merged = {**(storage_options_from_env() or {}), **(parse_option_pairs(pairs) or {})}
+    return merged or None
+
+
 @contextmanager
 def _user_errors(verbose: bool) -> Iterator[None]:
     """Show any failure as a message and an exit code, never as a traceback."""
@@ -69,12 +94,12 @@ def _user_errors(verbose: bool) -> Iterator[None]:
 def _fail(exc: BaseException, verbose: bool) -> typer.Exit:
     """Turn an exception into a one-paragraph message and an exit code (no traceback)."""
     if isinstance(exc, FastclvError):
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return typer.Exit(exc.exit_code)
     if verbose:
         err.print_exception()
     err.print(
-        f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+        f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
         "Hint: this is a bug in fastclv; rerun with --verbose for details and report it.",
         highlight=False,
         soft_wrap=True,
@@ -126,6 +151,7 @@ def run(
         typer.Option("--lock-timeout", help="Seconds the partition swap waits for locks [default: 10]."),
     ] = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Run id (default: generated).")] = None,
+    storage_option: StorageOptions = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stage.")] = False,
 ) -> None:
     """Validate, transform, cross-check and load one as-of date."""
@@ -148,6 +174,7 @@ def run(
             penalizer=penalizer,
             lock_timeout_s=lock_timeout,
             run_id=run_id,
+            storage_options=parse_option_pairs(storage_option),
         )
         if settings.load and not settings.pg_uri:
             settings = settings.replace(pg_uri=_throwaway_postgres())
@@ -202,7 +229,9 @@ def _print_summary(summary: Any) -> None:
         out.print(f"[yellow]model:[/] {summary.model['reason']}", highlight=False)
     if summary.load:
         out.print(f"loaded {summary.load['rows']:,} rows into {summary.load['partition']}", highlight=False)
-    out.print(f"staged: {Path(summary.staging) / summary.as_of.isoformat()}", highlight=False)
+    from fastclv import storage
+
+    out.print(f"staged: {storage.join(summary.staging, summary.as_of.isoformat())}", highlight=False)
 
 
 @app.command()
@@ -289,47 +318,42 @@ def verify(
     discount_rate: Annotated[
         float | None, typer.Option(help="Monthly discount rate the run used [default: 0.01].")
     ] = None,
+    storage_option: StorageOptions = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Cross-check a staged run with DuckDB again (exit 3 on a mismatch, with a report)."""
     _setup_logging(verbose)
-    import json
-
-    from fastclv import explore
-    from fastclv.errors import InputError
-    from fastclv.verify import verify_run
+    from fastclv import explore, pipeline, stage
 
     with _user_errors(verbose):
-        root = Path(staging) if staging else explore.default_staging()
-        run_dir = explore.run_folder(root, _date_option(as_of), succeeded_only=False)
-        try:
-            summary = json.loads((run_dir / "summary.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(
-                f"cannot read {run_dir / 'summary.json'} ({exc}). "
-                "Hint: the run did not finish; rerun `fastclv run` for this date."
-            ) from None
+        root = staging or explore.default_staging()
+        options = _storage_options(storage_option)
+        run_area = explore.run_folder(
+            root, _date_option(as_of), succeeded_only=False, storage_options=options
+        )
+        summary = run_area.read_json(stage.SUMMARY)
         recorded = summary.get("settings") or {}  # what the run used, unless overridden here
         settings = Settings.from_env(
             input=str(summary.get("input") or "-"),
             staging=str(root),
-            as_of=date.fromisoformat(run_dir.name),
+            as_of=date.fromisoformat(run_area.name),
             horizon_months=horizon_months if horizon_months is not None else recorded.get("horizon_months"),
             margin=margin if margin is not None else recorded.get("margin"),
             discount_rate=discount_rate if discount_rate is not None else recorded.get("discount_rate"),
         )
         if summary.get("status") != "succeeded":
-            err.print(f"note: the run of {run_dir.name} ended {summary.get('status')!r}", highlight=False)
-        result = verify_run(
-            run_dir,
-            settings.as_of,
-            summary.get("files") or {},
-            summary.get("model"),
-            horizon_months=settings.horizon_months,
-            margin=settings.margin,
-            discount_rate=settings.discount_rate,
-        )
-    table = Table(title=f"fastclv verify {run_dir}", title_justify="left")
+            err.print(f"note: the run of {run_area.name} ended {summary.get('status')!r}", highlight=False)
+        with run_area:  # a remote run's files are fetched into a temporary folder, removed after
+            result = pipeline.verify_staged(
+                run_area,
+                settings.as_of,
+                summary.get("files") or {},
+                summary.get("model"),
+                horizon_months=settings.horizon_months,
+                margin=settings.margin,
+                discount_rate=settings.discount_rate,
+            )
+    table = Table(title=f"fastclv verify {run_area.location}", title_justify="left")
     for column in ("check", "compared", "mismatches", "note"):
         table.add_column(column, justify="right" if column in ("compared", "mismatches") else "left")
     for name, check in result.checks.items():
@@ -355,6 +379,7 @@ def sql(
     max_rows: Annotated[
         int, typer.Option(help="Rows shown by --format table (csv and json print every row).")
     ] = 100,
+    storage_option: StorageOptions = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Query a staged run with DuckDB: views customers, orders, order_items, rejects, customer_ltv."""
@@ -363,21 +388,26 @@ def sql(
 
     with _user_errors(verbose):
         explore.check_format(fmt)
-        root = Path(staging) if staging else explore.default_staging()
-        run_dir = explore.run_folder(root, _date_option(as_of))
-        if explore.run_status(run_dir) != "succeeded":
-            err.print(f"note: the run of {run_dir.name} did not succeed; querying what it staged")
-        if missing := explore.missing_views(run_dir):
-            err.print(f"note: no view for {', '.join(missing)} (file missing in {run_dir})", highlight=False)
-        con = explore.connect(run_dir)
+        root = staging or explore.default_staging()
+        run_area = explore.run_folder(
+            root, _date_option(as_of), storage_options=_storage_options(storage_option)
+        )
+        if explore.run_status(run_area) != "succeeded":
+            err.print(f"note: the run of {run_area.name} did not succeed; querying what it staged")
+        if missing := explore.missing_views(run_area):
+            err.print(
+                f"note: no view for {', '.join(missing)} (file missing in {run_area.location})",
+                highlight=False,
+            )
+        con = explore.connect(run_area)
         if query is not None:
             _print_result(explore, con, query, fmt, max_rows)
             return
-    failed = _sql_prompt(explore, con, fmt, max_rows, run_dir)
+    failed = _sql_prompt(explore, con, fmt, max_rows, run_area.location)
     raise typer.Exit(1 if failed else 0)
 
 
-def _sql_prompt(explore: Any, con: Any, fmt: str, max_rows: int, run_dir: Path) -> int:
+def _sql_prompt(explore: Any, con: Any, fmt: str, max_rows: int, run_dir: str) -> int:
     """Read queries from stdin until EOF or .quit; print each result; count the failures."""
     interactive = sys.stdin.isatty()
     if interactive:
@@ -398,7 +428,7 @@ def _sql_prompt(explore: Any, con: Any, fmt: str, max_rows: int, run_dir: Path) 
             _print_result(explore, con, statement, fmt, max_rows)
         except FastclvError as exc:
             failed += 1
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return failed
 
 

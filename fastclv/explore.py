@@ -2,10 +2,12 @@
 
 The views are ``customers``, ``orders``, ``order_items``, ``rejects`` and ``customer_ltv``
 (contract section 7), over the files of ``S/D``. Results print as a table, CSV or JSON.
+The staging root may be in object storage (``s3://bucket/staging``): DuckDB then reads each
+file as an Arrow dataset over the object, streamed, with columns and filters pushed down.
 
 Example::
 
-    con = connect(run_folder(Path("staging"), None))
+    con = connect(run_folder("staging", None))
     write_result(run_query(con, "SELECT count(*) FROM customer_ltv"), "csv", sys.stdout)
 """
 
@@ -26,6 +28,7 @@ from typing import IO, Any
 from fastclv import stage
 from fastclv.contract import INPUT_FILES
 from fastclv.errors import ConfigError, InputError, TerminalError
+from fastclv.stage import StagingArea
 
 #: View name -> staged file name.
 VIEWS: dict[str, str] = {
@@ -63,79 +66,97 @@ class Rows:
     batches: Iterator[list[tuple[Any, ...]]]
 
 
-def default_staging() -> Path:
-    """The staging root: ``$FASTCLV_STAGING`` or ``./staging``."""
-    return Path(os.environ.get("FASTCLV_STAGING") or DEFAULT_STAGING)
+def default_staging() -> str:
+    """The staging root: ``$FASTCLV_STAGING`` or ``./staging`` (a folder or a URI)."""
+    return os.environ.get("FASTCLV_STAGING") or DEFAULT_STAGING
 
 
-def run_status(run_dir: Path) -> str | None:
+def _area(run: StagingArea | Path | str) -> StagingArea:
+    return run if isinstance(run, StagingArea) else StagingArea(run)
+
+
+def run_status(run: StagingArea | Path | str) -> str | None:
     """The ``status`` of a run folder's summary.json (None if missing or unreadable)."""
     try:
-        status = json.loads((run_dir / stage.SUMMARY).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
+        status = json.loads(_area(run).read_text(stage.SUMMARY)).get("status")
+    except (TerminalError, ValueError, AttributeError):
         return None
     return str(status) if status is not None else None
 
 
-def latest_run(staging: Path, *, succeeded_only: bool = True) -> date:
+def latest_run(
+    staging: Path | str, *, succeeded_only: bool = True, storage_options: dict[str, str] | None = None
+) -> date:
     """The latest as-of date under ``staging`` whose run succeeded (or has any summary)."""
-    if not staging.is_dir():
+    folders = stage.staged_dates(staging, storage_options)
+    if folders is None:
         raise InputError(
             f"staging folder {staging} does not exist. "
             "Hint: pass --staging or set FASTCLV_STAGING to the folder `fastclv run` staged into."
         )
     dates = []
-    for folder in staging.iterdir():
-        if not (folder.is_dir() and _DATE_FOLDER.match(folder.name)):
-            continue
-        status = run_status(folder)
-        if status == "succeeded" or (status is not None and not succeeded_only):
+    for name in folders:
+        if _DATE_FOLDER.match(name):
             try:
-                dates.append(date.fromisoformat(folder.name))
+                dates.append(date.fromisoformat(name))
             except ValueError:
                 continue
-    if not dates:
-        what = "succeeded" if succeeded_only else "has a summary.json"
-        raise InputError(
-            f"no run under {staging} {what}. "
-            "Hint: run `fastclv run --staging ...` first, or pass --as-of for a specific date."
-        )
-    return max(dates)
+    for day in sorted(dates, reverse=True):  # newest first: usually one summary to read
+        status = run_status(StagingArea.for_run(staging, day, storage_options))
+        if status == "succeeded" or (status is not None and not succeeded_only):
+            return day
+    what = "succeeded" if succeeded_only else "has a summary.json"
+    raise InputError(
+        f"no run under {staging} {what}. "
+        "Hint: run `fastclv run --staging ...` first, or pass --as-of for a specific date."
+    )
 
 
-def run_folder(staging: Path, as_of: date | None, *, succeeded_only: bool = True) -> Path:
-    """The run folder ``S/D`` (D defaults to the latest succeeded run); it must exist."""
-    day = as_of or latest_run(staging, succeeded_only=succeeded_only)
-    folder = stage.run_dir(staging, day)
-    if not folder.is_dir():
+def run_folder(
+    staging: Path | str,
+    as_of: date | None,
+    *,
+    succeeded_only: bool = True,
+    storage_options: dict[str, str] | None = None,
+) -> StagingArea:
+    """The staged run ``S/D`` (D defaults to the latest succeeded run); it must exist."""
+    day = as_of or latest_run(staging, succeeded_only=succeeded_only, storage_options=storage_options)
+    area = StagingArea.for_run(staging, day, storage_options)
+    if day.isoformat() not in (stage.staged_dates(staging, storage_options) or []):
         raise InputError(
-            f"no staged run for {day.isoformat()}: {folder} does not exist. "
+            f"no staged run for {day.isoformat()}: {area.location} does not exist. "
             "Hint: check --staging and --as-of (dates are folder names under the staging root)."
         )
-    return folder
+    return area
 
 
-def connect(run_dir: Path) -> Any:
-    """An in-memory DuckDB connection with one view per staged file of ``run_dir``.
+def connect(run: StagingArea | Path | str) -> Any:
+    """An in-memory DuckDB connection with one view per staged file of the run.
 
     Returns the connection and sets its time zone to UTC (timestamps print as UTC).
     Files that are missing (a run that failed early) get no view.
     """
     import duckdb
 
+    area = _area(run)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for view, file in VIEWS.items():
-        path = run_dir / file
-        if path.is_file():
-            literal = "'" + str(path.resolve()).replace("'", "''") + "'"
+        if not area.exists(file):
+            continue
+        source = area.query_source(file)
+        if isinstance(source, Path):
+            literal = "'" + str(source.resolve()).replace("'", "''") + "'"
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({literal})")  # noqa: S608 - quoted path
+        else:  # an Arrow dataset over an object: DuckDB scans it lazily
+            con.register(view, source)
     return con
 
 
-def missing_views(run_dir: Path) -> list[str]:
+def missing_views(run: StagingArea | Path | str) -> list[str]:
     """Views that ``connect`` could not create because their file is missing."""
-    return [view for view, file in VIEWS.items() if not (run_dir / file).is_file()]
+    area = _area(run)
+    return [view for view, file in VIEWS.items() if not area.exists(file)]
 
 
 def open_query(con: Any, sql: str) -> Rows:

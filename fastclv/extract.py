@@ -130,6 +130,8 @@ def read_header(
             source, name=TEXT, n_rows=1, storage_options=storage.polars_options(storage_options, location)
         ).collect()
     except (OSError, pl.exceptions.PolarsError) as exc:
+        if storage.is_remote(location):
+            raise storage.input_error(spec.file_name, source, exc, storage_options) from None
         raise InputError(
             f"{spec.file_name}: cannot read {source} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
             "Hint: check the location and the credentials."

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fastclv import storage
 from fastclv.config import check_identifier, redact_uri
 from fastclv.contract import OUTPUT_NOT_NULL, OUTPUT_PG_TYPES, OUTPUT_SCHEMA, output_arrow_schema
 from fastclv.errors import ConfigError, FastclvError, LoadError, TransientError
@@ -79,7 +80,15 @@ _TRANSIENT_TEXT = (
     "the database system is in recovery mode",
     "could not receive data from server",
     "could not send data to server",
+    # A managed server failing over or a network blip: DNS and TLS sessions drop too.
+    "temporary failure in name resolution",
+    "network is unreachable",
+    "no route to host",
+    "ssl connection has been closed unexpectedly",
+    "ssl syscall error",
 )
+#: libpq TLS messages (not transient: the TLS settings or the server's TLS setup are wrong).
+_TLS_TEXT = ("ssl", "certificate", "tls")
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,7 @@ def load_partition(
     table: str = "customer_ltv",
     lock_timeout_s: float = 10.0,
     run_id: str,
+    storage_options: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Replace the rows of ``as_of`` in ``schema.table`` by ``source``, atomically.
 
@@ -139,6 +149,7 @@ def load_partition(
         table: the partitioned output table (created when missing).
         lock_timeout_s: how long the swap waits for locks before giving up (retryable).
         run_id: the run's id (names the staging table; recorded in its comment).
+        storage_options: options for an object-storage ``source`` (see :mod:`fastclv.storage`).
 
     Raises:
         TransientError: connection trouble, lock timeout, deadlock: retry later.
@@ -148,7 +159,7 @@ def load_partition(
     names = _Names.build(schema, table, as_of, run_id)
     if lock_timeout_s <= 0:
         raise ConfigError(f"lock_timeout_s must be > 0, got {lock_timeout_s}.")
-    batches = _Batches.open(source, as_of, names.display)
+    batches = _Batches.open(source, as_of, names.display, storage_options)
     started = time.perf_counter()
     try:
         conn = _connect(pg_uri, names.display)
@@ -331,11 +342,17 @@ def _table_ddl(schema: str, name: str, extra: tuple[str, ...] = (), *, if_not_ex
 
 
 def _connect(pg_uri: str, where: str) -> pg.Connection:
-    """Open an ADBC connection (autocommit off); failures become fastclv errors, scrubbed."""
+    """Open an ADBC connection (autocommit off); failures become fastclv errors, scrubbed.
+
+    TLS settings in the URI (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``, ...) go
+    to libpq as they are.
+    """
     try:
         return pg.connect(pg_uri)
     except pg.Error as exc:
-        failure = _map_error(exc, f"connecting to PostgreSQL for {where}", pg_uri)
+        server = _server(pg_uri)
+        at = f" at {server}" if server else ""
+        failure = _map_error(exc, f"connecting to PostgreSQL{at} for {where}", pg_uri)
     # Raised outside the except block so the driver error (which may echo the URI) is not
     # even kept as __context__.
     raise failure
@@ -399,18 +416,55 @@ _HINTS = {
 }
 
 
+def _server(pg_uri: str) -> str:
+    """``host:port/database`` of a libpq URI or key=value string, without user or password."""
+    try:
+        if "://" in pg_uri:
+            parts = urlsplit(pg_uri)
+            params = dict(parse_qsl(parts.query))
+            host = parts.netloc.rpartition("@")[2] or params.get("host", "")
+            database = parts.path.lstrip("/") or params.get("dbname", "")
+        else:
+            params = dict(re.findall(r"(\w+)\s*=\s*'?([^'\s]*)'?", pg_uri))
+            host = params.get("host", "") + (f":{params['port']}" if params.get("port") else "")
+            database = params.get("dbname", "")
+    except ValueError:
+        return ""
+    if not host:
+        return ""
+    return unquote(host) + (f"/{unquote(database)}" if database else "")
+
+
+_TLS_HINT = (
+    "check the TLS settings in the PostgreSQL URI or connection (sslmode, sslrootcert, sslcert, "
+    "sslkey): the server must offer TLS for sslmode=require and above, and the certificate files "
+    "must exist and be readable."
+)
+
+
 def _hint(sqlstate: str, lowered: str, transient: bool) -> str:
     if sqlstate in _HINTS:
         return _HINTS[sqlstate]
-    if transient:
-        return "check that PostgreSQL is running and reachable, then retry (the run is safe to repeat)."
-    if "authentication" in lowered or "password" in lowered:
-        return _HINTS["28P01"]
-    if "could not translate host name" in lowered:
-        return "check the host name in the PostgreSQL URI (FASTCLV_PG_URI)."
-    if "does not exist" in lowered:
-        return "check the database, schema and role names in the PostgreSQL URI (FASTCLV_PG_URI)."
-    return "read the PostgreSQL message above; the target table was left unchanged."
+    rules = (
+        (
+            transient,
+            "check that PostgreSQL is running and reachable, then retry (the run is safe to repeat).",
+        ),
+        ("authentication" in lowered or "password" in lowered, _HINTS["28P01"]),
+        (any(marker in lowered for marker in _TLS_TEXT), _TLS_HINT),
+        (
+            "could not translate host name" in lowered,
+            "check the host name in the PostgreSQL URI (FASTCLV_PG_URI).",
+        ),
+        (
+            "does not exist" in lowered,
+            "check the database, schema and role names in the PostgreSQL URI (FASTCLV_PG_URI).",
+        ),
+    )
+    return next(
+        (hint for matched, hint in rules if matched),
+        "read the PostgreSQL message above; the target table was left unchanged.",
+    )
 
 
 def _secrets(pg_uri: str) -> list[str]:
@@ -592,14 +646,23 @@ class _Batches:
         self.error: Exception | None = None
 
     @classmethod
-    def open(cls, source: str | Path | pa.RecordBatchReader, as_of: date, where: str) -> _Batches:
+    def open(
+        cls,
+        source: str | Path | pa.RecordBatchReader,
+        as_of: date,
+        where: str,
+        storage_options: Mapping[str, str] | None = None,
+    ) -> _Batches:
         wanted = list(OUTPUT_SCHEMA)
         if isinstance(source, pa.RecordBatchReader):
             _check_columns(source.schema.names, "the given Arrow reader", where)
             return cls(iter(source), as_of, where, "the given Arrow reader")
         label = str(source)
         try:
-            if isinstance(source, str) and "://" in source:
+            if isinstance(source, str) and storage.is_remote(source):
+                filesystem, path = storage.filesystem(source, storage_options)
+                parquet = pq.ParquetFile(filesystem.open_input_file(path))
+            elif isinstance(source, str) and "://" in source:
                 from pyarrow import fs
 
                 filesystem, path = fs.FileSystem.from_uri(source)

@@ -1,9 +1,14 @@
 """The pipeline: ``run(settings) -> RunSummary`` chains the stages and records the run.
 
 extract -> transform -> model -> verify -> load, each a library call with a typed result.
-Whatever happens, the run ends with a ``summary.json`` in its staging folder and (when a
-database is configured) one row in the run ledger; a failed run leaves the target table
-exactly as it was.
+Whatever happens, the run ends with a ``summary.json`` in its staging folder, its metrics
+(:mod:`fastclv.metrics`) and (when a database is configured) one row in the run ledger; a
+failed run leaves the target table exactly as it was.
+
+Each stage function can run in a process of its own (an Airflow task, maybe on another
+machine): it reads what it needs from the staging location through a
+:class:`~fastclv.stage.StagingArea` and publishes what it made. :func:`run` hands one area
+to every stage, so nothing is downloaded again within one process.
 """
 
 from __future__ import annotations
@@ -11,12 +16,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -27,6 +32,9 @@ from fastclv.contract import MONEY, OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
 from fastclv.errors import ConfigError, FastclvError
 from fastclv.extract import extract
 from fastclv.transform import customer_ltv
+
+if TYPE_CHECKING:
+    from fastclv.verify import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,8 @@ class RunSummary:
     transient: bool | None = None
     #: The model settings the run used (so a later ``fastclv verify`` re-checks with them).
     settings: dict[str, object] = field(default_factory=dict)
+    #: Sum of predicted_clv over the output (a float: a figure for metrics, not money).
+    clv_total: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (dates as ISO strings)."""
@@ -92,31 +102,43 @@ def run(settings: Settings, *, progress: ProgressHook | None = None) -> RunSumma
     The same stage functions the Airflow DAG calls one task at a time, chained. The summary
     is written (and the run recorded) even when a stage fails.
     """
-    summary = begin(settings)
-    settings = settings.replace(run_id=summary.run_id)
-    t_start = time.perf_counter()
-    try:
-        with _timed(summary, "extract", progress):
-            summary.files = extract_stage(settings)
-        with _timed(summary, "transform", progress):
-            transformed = transform_stage(settings)
-        summary.timings["model"] = transformed.model_seconds
-        summary.model = transformed.model
-        summary.output_rows = transformed.output_rows
-        if settings.verify:
-            with _timed(summary, "verify", progress):
-                summary.verify = verify_stage(settings, summary.files, summary.model)
-        if settings.load:
-            with _timed(summary, "load", progress):
-                summary.load = load_stage(settings)
-        summary.status = "succeeded"
-    except BaseException as exc:
-        fail(summary, exc)
-        raise
-    finally:
-        summary.timings["total"] = round(time.perf_counter() - t_start, 3)
-        finish(settings, summary)
+    with staging_area(settings) as area:
+        summary = begin(settings, area=area)
+        settings = settings.replace(run_id=summary.run_id)
+        t_start = time.perf_counter()
+        try:
+            with _timed(summary, "extract", progress):
+                summary.files = extract_stage(settings, area=area)
+            with _timed(summary, "transform", progress):
+                transformed = transform_stage(settings, area=area)
+            summary.timings["model"] = transformed.model_seconds
+            summary.model = transformed.model
+            summary.output_rows = transformed.output_rows
+            summary.clv_total = transformed.clv_total
+            if settings.verify:
+                with _timed(summary, "verify", progress):
+                    summary.verify = verify_stage(settings, summary.files, summary.model, area=area)
+            if settings.load:
+                with _timed(summary, "load", progress):
+                    summary.load = load_stage(settings, area=area)
+            summary.status = "succeeded"
+        except BaseException as exc:
+            fail(summary, exc)
+            raise
+        finally:
+            summary.timings["total"] = round(time.perf_counter() - t_start, 3)
+            finish(settings, summary, area=area)
     return summary
+
+
+@contextmanager
+def staging_area(settings: Settings, area: stage.StagingArea | None = None) -> Iterator[stage.StagingArea]:
+    """``area`` if given (it stays open), else the run's own area, closed afterwards."""
+    if area is not None:
+        yield area
+        return
+    with stage.StagingArea.for_run(settings.staging, settings.as_of, settings.storage_options) as own:
+        yield own
 
 
 def model_settings(settings: Settings) -> dict[str, object]:
@@ -130,7 +152,7 @@ def model_settings(settings: Settings) -> dict[str, object]:
     }
 
 
-def begin(settings: Settings) -> RunSummary:
+def begin(settings: Settings, *, area: stage.StagingArea | None = None) -> RunSummary:
     """Start a run: a fresh run id, an empty run folder, a ``running`` row in the ledger."""
     run_id = settings.run_id or new_run_id(settings.as_of)
     summary = RunSummary(
@@ -141,9 +163,8 @@ def begin(settings: Settings) -> RunSummary:
         started_at=datetime.now(UTC),
         settings=model_settings(settings),
     )
-    run_path = stage.run_dir(settings.staging, settings.as_of)
-    stage.prepare_run_dir(run_path)
-    (run_path / stage.SUMMARY).unlink(missing_ok=True)
+    with staging_area(settings, area) as staged:
+        staged.prepare()
     if settings.load and settings.pg_uri:
         from fastclv import load
 
@@ -159,15 +180,23 @@ def begin(settings: Settings) -> RunSummary:
     return summary
 
 
-def extract_stage(settings: Settings) -> dict[str, dict[str, object]]:
-    """Validate the inputs and stage them; returns the counts per file (JSON-ready)."""
-    extracted = extract(
-        settings.input,
-        stage.run_dir(settings.staging, settings.as_of),
-        settings.as_of,
-        delimiter=settings.delimiter,
-        storage_options=settings.storage_options,
-    )
+def extract_stage(
+    settings: Settings, *, area: stage.StagingArea | None = None
+) -> dict[str, dict[str, object]]:
+    """Validate the inputs and stage them; returns the counts per file (JSON-ready).
+
+    Reads the CSVs (streamed, also from object storage); publishes the three validated
+    inputs and ``rejects.parquet``.
+    """
+    with staging_area(settings, area) as staged:
+        extracted = extract(
+            settings.input,
+            staged.local_dir(),
+            settings.as_of,
+            delimiter=settings.delimiter,
+            storage_options=settings.storage_options,
+        )
+        staged.publish(*stage.INPUTS, stage.REJECTS)
     log.info("extract: %s", {name: c.as_dict() for name, c in extracted.counts.items()})
     return {name: counts.as_dict() for name, counts in extracted.counts.items()}
 
@@ -179,59 +208,123 @@ class TransformResult:
     output_rows: int
     model: dict[str, object]
     model_seconds: float
+    #: Sum of predicted_clv (None when no customer has a prediction).
+    clv_total: float | None = None
 
 
-def transform_stage(settings: Settings) -> TransformResult:
-    """Historical columns from the staged inputs, then the predictive model: the output file."""
-    run_path = stage.run_dir(settings.staging, settings.as_of)
-    history = run_path / "_work" / "history.parquet"
-    history.parent.mkdir(parents=True, exist_ok=True)
-    staged = {
-        name: pl.scan_parquet(run_path / f"{name}.parquet") for name in ("customers", "orders", "order_items")
-    }
-    stage.sink_parquet(
-        customer_ltv(staged["customers"], staged["orders"], staged["order_items"], settings.as_of), history
-    )
-    t0 = time.perf_counter()
-    model = _predict(history, run_path / stage.OUTPUT, settings)
-    rows = pl.scan_parquet(run_path / stage.OUTPUT).select(pl.len()).collect().item()
-    return TransformResult(int(rows), model, round(time.perf_counter() - t0, 3))
+def transform_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> TransformResult:
+    """Historical columns from the staged inputs, then the predictive model: the output file.
+
+    Reads the three validated inputs (fetched when an earlier process staged them);
+    publishes ``customer_ltv.parquet``.
+    """
+    with staging_area(settings, area) as staged:
+        staged.fetch(*stage.INPUTS)
+        run_path = staged.local_dir()
+        history = staged.work_dir() / "history.parquet"
+        history.parent.mkdir(parents=True, exist_ok=True)
+        frames = {
+            name: pl.scan_parquet(run_path / f"{name}.parquet")
+            for name in ("customers", "orders", "order_items")
+        }
+        stage.sink_parquet(
+            customer_ltv(frames["customers"], frames["orders"], frames["order_items"], settings.as_of),
+            history,
+        )
+        t0 = time.perf_counter()
+        model = _predict(history, run_path / stage.OUTPUT, settings)
+        rows, clv_total, predicted = (
+            pl.scan_parquet(run_path / stage.OUTPUT)
+            .select(
+                pl.len(),
+                pl.col("predicted_clv").sum().alias("total"),
+                pl.col("predicted_clv").count().alias("n"),
+            )
+            .collect()
+            .row(0)
+        )
+        model_seconds = round(time.perf_counter() - t0, 3)
+        staged.publish(stage.OUTPUT)
+    total = float(clv_total) if predicted and clv_total is not None else None
+    return TransformResult(int(rows), model, model_seconds, total)
 
 
 def verify_stage(
-    settings: Settings, counts: dict[str, dict[str, object]], model: dict[str, object] | None
+    settings: Settings,
+    counts: dict[str, dict[str, object]],
+    model: dict[str, object] | None,
+    *,
+    area: stage.StagingArea | None = None,
 ) -> dict[str, object]:
     """The DuckDB cross-check of the staged output; raises VerificationError on a mismatch."""
-    from fastclv.verify import verify_run  # duckdb is imported only when the check runs
-
-    result = verify_run(
-        stage.run_dir(settings.staging, settings.as_of),
-        settings.as_of,
-        counts,
-        model,
-        horizon_months=settings.horizon_months,
-        margin=settings.margin,
-        discount_rate=settings.discount_rate,
-    )
+    with staging_area(settings, area) as staged:
+        result = verify_staged(
+            staged,
+            settings.as_of,
+            counts,
+            model,
+            horizon_months=settings.horizon_months,
+            margin=settings.margin,
+            discount_rate=settings.discount_rate,
+        )
     log.info("verify: %d checks agree in %.2f s", len(result.checks), result.seconds)
     return result.as_dict()
 
 
-def load_stage(settings: Settings) -> dict[str, object]:
+def verify_staged(
+    area: stage.StagingArea,
+    as_of: date,
+    counts: Mapping[str, Mapping[str, object]],
+    model: Mapping[str, object] | None,
+    *,
+    horizon_months: int,
+    margin: float,
+    discount_rate: float,
+) -> VerifyResult:
+    """Cross-check the staged files of ``area`` (fetched if remote); publish a failure's report.
+
+    Returns the :class:`~fastclv.verify.VerifyResult`; raises VerificationError on a mismatch
+    (after publishing ``verify_report.md`` / ``.json`` next to the staged files).
+    """
+    from fastclv.errors import VerificationError
+    from fastclv.verify import REPORT_JSON, REPORT_MD, verify_run  # duckdb only when the check runs
+
+    area.fetch(*stage.INPUTS, stage.REJECTS, stage.OUTPUT)
+    area.remove(REPORT_MD, REPORT_JSON)
+    try:
+        return verify_run(
+            area.local_dir(),
+            as_of,
+            counts,
+            model,
+            horizon_months=horizon_months,
+            margin=margin,
+            discount_rate=discount_rate,
+            report_location=area.uri(REPORT_MD) if area.remote else None,
+        )
+    except VerificationError:
+        if area.path(REPORT_MD).is_file():
+            area.publish(REPORT_JSON, REPORT_MD)
+        raise
+
+
+def load_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> dict[str, object]:
     """Load the staged output into PostgreSQL, replacing the partition of the as-of date."""
     from fastclv import load
 
     if not settings.pg_uri:
         raise ConfigError("no PostgreSQL URI configured. Hint: pass --pg-uri or --no-load.")
-    result = load.load_partition(
-        settings.pg_uri,
-        stage.run_dir(settings.staging, settings.as_of) / stage.OUTPUT,
-        settings.as_of,
-        schema=settings.pg_schema,
-        table=settings.table,
-        lock_timeout_s=settings.lock_timeout_s,
-        run_id=settings.run_id or "manual",
-    )
+    with staging_area(settings, area) as staged:
+        staged.fetch(stage.OUTPUT)
+        result = load.load_partition(
+            settings.pg_uri,
+            staged.path(stage.OUTPUT),
+            settings.as_of,
+            schema=settings.pg_schema,
+            table=settings.table,
+            lock_timeout_s=settings.lock_timeout_s,
+            run_id=settings.run_id or "manual",
+        )
     return {
         "table": result.table,
         "partition": result.partition,
@@ -252,12 +345,33 @@ def fail(summary: RunSummary, exc: BaseException) -> None:
         summary.transient = False
 
 
-def finish(settings: Settings, summary: RunSummary) -> None:
-    """End a run: write summary.json, record the outcome in the ledger, drop work files."""
+def finish(settings: Settings, summary: RunSummary, *, area: stage.StagingArea | None = None) -> None:
+    """End a run: write summary.json (last), record the outcome in the ledger, emit the metrics.
+
+    Never masks a failed run's own error: if summary.json cannot be written, the ledger and
+    the metrics are still done, and the error is raised only when the run had succeeded.
+    """
     summary.finished_at = datetime.now(UTC)
-    run_path = stage.run_dir(settings.staging, settings.as_of)
-    run_path.mkdir(parents=True, exist_ok=True)
-    stage.write_json(summary.as_dict(), run_path / stage.SUMMARY)
+    summary_error: FastclvError | None = None
+    with staging_area(settings, area) as staged:
+        try:
+            staged.write_json(stage.SUMMARY, summary.as_dict())
+        except FastclvError as exc:
+            log.error("could not write %s: %s", staged.uri(stage.SUMMARY), exc)
+            summary_error = exc
+        _record(settings, summary)
+        if summary.status == "succeeded" and summary_error is None:
+            staged.finish(succeeded=True)
+    from fastclv import metrics
+
+    metrics.emit(summary.as_dict(), statsd_host=settings.statsd_host, prefix=settings.statsd_prefix)
+    if summary_error is not None and summary.status == "succeeded":
+        raise summary_error
+
+
+def _record(settings: Settings, summary: RunSummary) -> None:
+    """The run's row in the ledger (errors are logged: they never mask the run's outcome)."""
+    assert summary.finished_at is not None
     if settings.load and settings.pg_uri:
         from fastclv import load
 
@@ -280,8 +394,6 @@ def finish(settings: Settings, summary: RunSummary) -> None:
             )
         except FastclvError as exc:  # never mask the run's own outcome with a ledger error
             log.error("could not record run %s in the ledger: %s", summary.run_id, exc)
-    if summary.status == "succeeded":
-        stage.clean_work(run_path)
 
 
 def _predict(history: Path, output: Path, settings: Settings) -> dict[str, object]:

@@ -1,6 +1,7 @@
-"""Staging: the only place that writes files. Every write is atomic (temporary name, rename).
+"""Staging: the only place that writes files, and the only one that knows where they live.
 
-Layout for staging root ``S`` and as-of date ``D`` (pinned; later checks read it)::
+Every local write is atomic (temporary name, rename). Layout for staging root ``S`` and
+as-of date ``D`` (pinned; later checks read it)::
 
     S/D/customers.parquet      validated inputs (typed)
     S/D/orders.parquet
@@ -8,24 +9,43 @@ Layout for staging root ``S`` and as-of date ``D`` (pinned; later checks read it
     S/D/rejects.parquet        file, row, reason, column, raw
     S/D/customer_ltv.parquet   the output table (contract section 4)
     S/D/summary.json           the run summary (counts, timings, model, status)
-    S/D/_work/                 intermediate files of the last run
+    S/D/verify_report.md/.json the cross-check's report (only after a mismatch)
+    S/D/_work/                 intermediate files of the last run (local staging only)
+
+``S`` may be a local folder or an object-storage prefix (``s3://bucket/staging``). A stage
+always works in a local folder, :meth:`StagingArea.local_dir`: for local staging that is
+``S/D`` itself (no copies); for object storage it is a temporary folder, from which
+:meth:`StagingArea.publish` uploads finished files whole (a reader sees the old object or
+the new one, never half a file) and into which :meth:`StagingArea.fetch` downloads what a
+stage needs when an earlier stage ran in another process or on another machine.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import tempfile
 import uuid
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import polars as pl
 
+from fastclv import storage
+from fastclv.errors import InputError
+
+log = logging.getLogger(__name__)
+
 SUMMARY = "summary.json"
 OUTPUT = "customer_ltv.parquet"
 REJECTS = "rejects.parquet"
+#: The validated inputs, in contract order.
+INPUTS = ("customers.parquet", "orders.parquet", "order_items.parquet")
 
 
 def run_dir(staging: str | Path, as_of: date) -> Path:
@@ -94,3 +114,184 @@ def prepare_run_dir(path: Path) -> None:
 def clean_work(path: Path) -> None:
     """Remove the intermediate files of a finished run."""
     shutil.rmtree(path / "_work", ignore_errors=True)
+
+
+class StagingArea:
+    """One as-of date's staging folder ``S/D``, local or in object storage.
+
+    Stages write into :meth:`local_dir` and call :meth:`publish` for each finished file;
+    they call :meth:`fetch` before reading a file an earlier stage made. With local staging
+    both are no-ops. With object storage, publish uploads the file whole and fetch downloads
+    it unless this area published or fetched it already (the same process ran that stage).
+    Use it as a context manager: on exit the temporary local folder of a remote area is
+    removed (the published objects stay).
+
+    Example::
+
+        with StagingArea.for_run("s3://bucket/staging", date(2025, 12, 31)) as area:
+            area.fetch(OUTPUT)
+            frame = pl.read_parquet(area.path(OUTPUT))
+    """
+
+    def __init__(self, location: str | Path, storage_options: Mapping[str, str] | None = None) -> None:
+        self.location = str(location)
+        self.remote = storage.is_remote(self.location)
+        self.storage_options = storage_options
+        self._local: Path | None = None if self.remote else storage.local_path(self.location)
+        self._fresh: set[str] = set()  # files whose local copy matches the published one
+
+    @classmethod
+    def for_run(
+        cls, staging: str | Path, as_of: date, storage_options: Mapping[str, str] | None = None
+    ) -> StagingArea:
+        """The area of as-of date ``as_of`` under staging root ``staging``."""
+        return cls(storage.join(str(staging), as_of.isoformat()), storage_options)
+
+    def __repr__(self) -> str:
+        return f"StagingArea({self.location!r})"
+
+    def __enter__(self) -> StagingArea:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        """The folder's own name (the as-of date)."""
+        return storage.basename(self.location)
+
+    def uri(self, name: str) -> str:
+        """Where file ``name`` lives (its published location)."""
+        return storage.join(self.location, name)
+
+    def local_dir(self) -> Path:
+        """The local folder a stage works in (created on first use)."""
+        if self._local is None:
+            root = Path(tempfile.gettempdir())
+            self._local = Path(tempfile.mkdtemp(prefix=f"fastclv-{self.name}-", dir=root))
+            log.debug("local folder for %s: %s", self.location, self._local)
+        return self._local
+
+    def path(self, name: str) -> Path:
+        """The local path of file ``name``."""
+        return self.local_dir() / name
+
+    def work_dir(self) -> Path:
+        """The run's intermediate files (never published)."""
+        return self.local_dir() / "_work"
+
+    # -- moving files -------------------------------------------------------------------------
+
+    def publish(self, *names: str) -> None:
+        """Make finished local files visible at the staging location, each one whole."""
+        if not self.remote:
+            return
+        for name in names:
+            storage.upload(self.path(name), self.uri(name), self.storage_options)
+            self._fresh.add(name)
+            log.info("published %s", self.uri(name))
+
+    def fetch(self, *names: str) -> None:
+        """Make staged files available under :meth:`local_dir` (download when needed)."""
+        if not self.remote:
+            return
+        for name in names:
+            if name in self._fresh and self.path(name).is_file():
+                continue
+            storage.download(
+                self.uri(name),
+                self.path(name),
+                self.storage_options,
+                missing_hint="the stage that writes it has not run (or failed) for this date; "
+                "rerun the date from the start.",
+            )
+            self._fresh.add(name)
+
+    def exists(self, name: str) -> bool:
+        """Whether file ``name`` is staged (published, for object storage)."""
+        return storage.exists(self.uri(name), self.storage_options)
+
+    def remove(self, *names: str) -> None:
+        """Remove staged files (and any local copy); missing ones are fine."""
+        for name in names:
+            self._fresh.discard(name)
+            if self.remote:
+                storage.delete(self.uri(name), self.storage_options)
+                if self._local is not None:
+                    (self._local / name).unlink(missing_ok=True)
+            else:
+                self.path(name).unlink(missing_ok=True)
+
+    def read_text(self, name: str) -> str:
+        """The text of a staged file (InputError if it is missing)."""
+        try:
+            data = storage.read_bytes(
+                self.uri(name),
+                self.storage_options,
+                missing_hint="the run did not finish; rerun `fastclv run` for this date.",
+            )
+        except OSError as exc:  # local files
+            raise InputError(
+                f"cannot read {self.uri(name)} ({exc.strerror or exc}). "
+                "Hint: the run did not finish; rerun `fastclv run` for this date."
+            ) from None
+        return data.decode()
+
+    def read_json(self, name: str) -> Any:
+        """A staged JSON file (InputError if missing or not JSON)."""
+        text = self.read_text(name)
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise InputError(
+                f"cannot read {self.uri(name)} ({exc}). Hint: the run did not finish; rerun it."
+            ) from None
+
+    def write_json(self, name: str, data: Any) -> None:
+        """Write a JSON file atomically and publish it."""
+        self.local_dir().mkdir(parents=True, exist_ok=True)
+        write_json(data, self.path(name))
+        self.publish(name)
+
+    def query_source(self, name: str) -> Path | Any:
+        """What DuckDB reads file ``name`` from: a local path, or an Arrow dataset over the object."""
+        if not self.remote:
+            return self.path(name)
+        return storage.arrow_dataset(self.uri(name), self.storage_options)
+
+    # -- a run's beginning and end -----------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Start a run: clear the previous run's work files and summary (a run is not a result yet)."""
+        if self.remote:
+            storage.check_bucket(self.location, self.storage_options, "staging to")
+            self.close()
+        prepare_run_dir(self.local_dir())
+        self.remove(SUMMARY)
+
+    def finish(self, *, succeeded: bool) -> None:
+        """End a run: drop the work files of a successful one (a failed one keeps them locally)."""
+        if succeeded and not self.remote:
+            clean_work(self.local_dir())
+
+    def close(self) -> None:
+        """Remove the temporary local folder of a remote area (nothing for local staging)."""
+        if self.remote and self._local is not None:
+            shutil.rmtree(self._local, ignore_errors=True)
+            self._local = None
+        if self.remote:
+            self._fresh.clear()
+
+
+def staged_dates(staging: str | Path, storage_options: Mapping[str, str] | None = None) -> list[str] | None:
+    """The folder names directly under a staging root (None when the root does not exist)."""
+    location = str(staging)
+    if storage.is_remote(location):
+        return storage.list_folders(location, storage_options)
+    root = storage.local_path(location)
+    if not root.is_dir():
+        return None
+    return sorted(folder.name for folder in root.iterdir() if folder.is_dir())

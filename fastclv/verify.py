@@ -127,6 +127,7 @@ def verify_run(
     horizon_months: int = 12,
     margin: float = 1.0,
     discount_rate: float = 0.01,
+    report_location: str | None = None,
 ) -> VerifyResult:
     """Cross-check the staged run in ``run_dir`` with DuckDB; raise VerificationError on a mismatch.
 
@@ -138,6 +139,8 @@ def verify_run(
         horizon_months: the run's CLV horizon in months of 30 days.
         margin: the run's profit margin.
         discount_rate: the run's monthly discount rate.
+        report_location: where the caller publishes ``verify_report.md`` (object storage),
+            named in the result and the error instead of the local file.
 
     Raises:
         InputError: a staged file is missing (nothing to compare).
@@ -176,16 +179,18 @@ def verify_run(
     mismatches = sum(c.mismatches for c in checks)
     report = None
     if mismatches:
-        report = _write_report(run_dir, as_of, checks, seconds)
+        label = report_location.rsplit("/", 1)[0] if report_location else str(run_dir)
+        report = _write_report(run_dir, as_of, checks, seconds, label)
+    shown = None if report is None else (report_location or str(report))
     result = VerifyResult(
         ok=mismatches == 0,
         checks={c.name: c.as_dict() for c in checks},
         mismatches=mismatches,
-        report=None if report is None else str(report),
+        report=shown,
         seconds=seconds,
     )
-    if report is not None:
-        raise VerificationError(_error_message(checks, report))
+    if shown is not None:
+        raise VerificationError(_error_message(checks, shown))
     return result
 
 
@@ -692,10 +697,10 @@ def gamma_gamma_spend(gg: _Gg, x: FloatArray, m: FloatArray) -> FloatArray:
 # ---------------------------------------------------------------------------- report
 
 
-def _write_report(run_dir: Path, as_of: date, checks: list[_Check], seconds: float) -> Path:
+def _write_report(run_dir: Path, as_of: date, checks: list[_Check], seconds: float, label: str) -> Path:
     failing = [c for c in checks if c.mismatches]
     data = {
-        "run_dir": str(run_dir),
+        "run_dir": label,
         "as_of": as_of.isoformat(),
         "seconds": seconds,
         "checks": {c.name: c.as_dict() for c in checks},
@@ -706,7 +711,7 @@ def _write_report(run_dir: Path, as_of: date, checks: list[_Check], seconds: flo
     }
     stage.write_json(data, run_dir / REPORT_JSON)
     lines = [
-        f"# Cross-check report: {run_dir} (as of {as_of.isoformat()})",
+        f"# Cross-check report: {label} (as of {as_of.isoformat()})",
         "",
         f"**FAILED**: {len(failing)} of {len(checks)} checks disagree "
         f"({sum(c.mismatches for c in checks)} mismatching values). DuckDB recomputed the staged "
@@ -737,7 +742,7 @@ def _write_report(run_dir: Path, as_of: date, checks: list[_Check], seconds: flo
     return path
 
 
-def _error_message(checks: list[_Check], report: Path) -> str:
+def _error_message(checks: list[_Check], report: str) -> str:
     failing = [c for c in checks if c.mismatches]
     named = ", ".join(f"{c.name} ({c.mismatches:,})" for c in failing)
     firsts = sorted(

@@ -113,3 +113,16 @@ def test_run_without_a_uri_loads_into_a_throwaway_postgres(tmp_path: Path) -> No
         import shutil as _shutil
 
         _shutil.rmtree(root, ignore_errors=True)
+
+
+def test_error_text_with_brackets_is_shown_literally(tmp_path: Path) -> None:
+    # Regression: rich read "[/x]" in an error message as markup and crashed the CLI.
+    inputs = tmp_path / "in"
+    shutil.copytree(SAMPLE, inputs)
+    (inputs / "customers.csv").write_text("customer_id,[/signup_date],country\nc1,2024-01-01,FR\n")
+    done = fastclv(
+        "run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load"
+    )
+    assert done.returncode == 2
+    assert "[/signup_date]" in done.stderr
+    assert "Traceback" not in done.stderr
