@@ -208,22 +208,31 @@ def _throwaway_postgres() -> str:
 
 
 def _print_summary(summary: Any) -> None:
+    files = list(summary.files.values())
     table = Table(title=f"fastclv run {summary.run_id} (as of {summary.as_of})", title_justify="left")
-    for column in ("file", "read", "valid", "rejected", "duplicates", "after as-of", "rejects by reason"):
-        table.add_column(column, justify="left" if column in ("file", "rejects by reason") else "right")
-    for counts in summary.files.values():
-        reasons = ", ".join(f"{k}={v}" for k, v in counts["rejected_by_reason"].items() if v)
+    for column in ("file", "read", "valid", "rejected", "duplicates", "after as-of"):
+        table.add_column(column, justify="left" if column == "file" else "right")
+    for counts in files:
         table.add_row(
             str(counts["file"]),
-            f"{counts['read']:,}",
-            f"{counts['valid']:,}",
-            f"{counts['rejected']:,}",
-            f"{counts['duplicates_dropped']:,}",
-            f"{counts['after_as_of']:,}",
-            reasons or "-",
+            *(f"{counts[k]:,}" for k in ("read", "valid", "rejected", "duplicates_dropped", "after_as_of")),
         )
     out.print(table)
-    stages = ", ".join(f"{k} {v:.2f}s" for k, v in summary.timings.items())
+    from fastclv.contract import Reason
+
+    seen = {reason for c in files for reason, n in c["rejected_by_reason"].items() if n}
+    reasons = [reason.value for reason in Reason if reason.value in seen]  # contract order
+    if reasons:
+        by_reason = Table(title="rejects by reason", title_justify="left")
+        by_reason.add_column("reason")
+        for counts in files:
+            by_reason.add_column(str(counts["file"]), justify="right")
+        for reason in reasons:
+            by_reason.add_row(reason, *(f"{c['rejected_by_reason'].get(reason, 0):,}" for c in files))
+        out.print(by_reason)
+    stages = ", ".join(
+        f"{'transform (incl. model)' if k == 'transform' else k} {v:.2f}s" for k, v in summary.timings.items()
+    )
     out.print(f"customers out: [bold]{summary.output_rows:,}[/]   seconds: {stages}", highlight=False)
     if summary.model and summary.model.get("reason"):
         out.print(f"[yellow]model:[/] {summary.model['reason']}", highlight=False)
