@@ -1,0 +1,1 @@
+"""fastclv's benchmark suite (not collected by the test run): ``make bench``, see RESULTS.md."""

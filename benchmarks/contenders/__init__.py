@@ -1,0 +1,1 @@
+"""Contenders doing fastclv's job another way; each runs as ``python -m benchmarks.contenders.<name>``."""
