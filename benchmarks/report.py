@@ -494,6 +494,9 @@ def chart(name: str, s: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+ANALYSIS_MD = BENCH_DIR / "ANALYSIS.md"
+
+
 def write() -> Path:
     sessions = load_sessions()
     lines = [
@@ -509,6 +512,8 @@ def write() -> Path:
         lines += ["No results yet: run `make bench`.", ""]
     else:
         lines += targets_section(sessions)
+        if ANALYSIS_MD.exists():  # the hand-written profile notes survive every regeneration
+            lines += [ANALYSIS_MD.read_text().rstrip(), ""]
         for name, s in sessions.items():
             lines += scale_section(name, s)
             chart(name, s, BENCH_DIR / f"results_{name}.png")
