@@ -332,7 +332,10 @@ def _describe_error(exc: BaseException) -> dict[str, Any]:
     error = scratch.error or type(exc).__name__
     secret = _password()
     if secret:
-        error = error.replace(secret, "***")
+        from urllib.parse import quote
+
+        # Both forms: as typed, and percent-encoded as it sits in the libpq URI.
+        error = error.replace(secret, "***").replace(quote(secret, safe=""), "***")
     return {"error": error, "error_type": scratch.error_type, "transient": bool(scratch.transient)}
 
 

@@ -261,8 +261,10 @@ def generate(
     from fastclv.generate import generate as run_generate
 
     with _user_errors(verbose):
-        if customers < 0 or dirty_rows < 0:
-            raise ConfigError("--customers and --dirty-rows must be >= 0.")
+        if customers < 1 or dirty_rows < 0:
+            raise ConfigError(
+                "--customers must be >= 1 and --dirty-rows >= 0. Hint: e.g. --customers 1000 --dirty-rows 3."
+            )
         result = run_generate(
             out_dir, customers=customers, seed=seed, dirty_rows=dirty_rows, as_of=parse_date(as_of)
         )

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -125,17 +126,10 @@ def read_header(
             f"{spec.file_name}: file not found at {source}. "
             f"Hint: the input location must hold customers.csv, orders.csv and order_items.csv."
         )
-    try:
+    with _reading(spec, source, storage_options):
         first = pl.scan_lines(
             source, name=TEXT, n_rows=1, storage_options=storage.polars_options(storage_options, location)
         ).collect()
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        if storage.is_remote(location):
-            raise storage.input_error(spec.file_name, source, exc, storage_options) from None
-        raise InputError(
-            f"{spec.file_name}: cannot read {source} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-            "Hint: check the location and the credentials."
-        ) from None
     if first.height == 0:
         raise InputError(f"{spec.file_name}: the file is empty. Hint: the first row must be a header.")
     line = first[TEXT][0].removeprefix("\ufeff")
@@ -158,6 +152,21 @@ def read_header(
                 + (f" (delimiter is {delimiter!r})." if len(names) == 1 else ".")
             )
     return Header(spec, source, len(names), positions)
+
+
+@contextmanager
+def _reading(spec: InputFile, source: str, storage_options: Mapping[str, str] | None) -> Iterator[None]:
+    """Turn a failure while reading a file (bad encoding, storage trouble) into a clear error."""
+    try:
+        yield
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        if storage.is_remote(source):
+            raise storage.input_error(spec.file_name, source, exc, storage_options) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{spec.file_name}: cannot read {source} ({type(exc).__name__}: {first}). "
+            "Hint: the files must be readable UTF-8 text; check the export's encoding."
+        ) from None
 
 
 # --------------------------------------------------------------------------- checks
@@ -387,20 +396,22 @@ def extract(
     work: dict[str, _FileWork] = {}
     for spec in INPUT_FILES:
         t0 = time.perf_counter()
-        item = _scan_structure(headers[spec.name], work_dir, delimiter, storage_options)
-        work[spec.name] = item
-        checked = check_fields(_fields(item, delimiter, storage_options), spec, set(item.wanted))
-        if spec.key is not None:
-            # Duplicates need the whole file: stage the checked rows once (Arrow IPC: a
-            # third of Parquet's write cost, and only we read it), then resolve from there.
-            # Items have no key: their foreign key is joined straight from the CSV stream
-            # (measured at 28M items: 28 CPU-s and 1.6 GB, against 39 CPU-s and 1.9 GB).
-            checked_path = work_dir / f"{spec.name}.checked.arrow"
-            stage.sink_ipc(checked, checked_path)
-            checked = pl.scan_ipc(checked_path)
-        out = run_dir / f"{spec.name}.parquet"
-        rejects_part = work_dir / f"{spec.name}.rejects.parquet"
-        counts[spec.name] = _resolve(spec, checked, out, rejects_part, run_dir, cutoff)
+        header = headers[spec.name]
+        with _reading(spec, header.location, storage_options):
+            item = _scan_structure(header, work_dir, delimiter, storage_options)
+            work[spec.name] = item
+            checked = check_fields(_fields(item, delimiter, storage_options), spec, set(item.wanted))
+            if spec.key is not None:
+                # Duplicates need the whole file: stage the checked rows once (Arrow IPC: a
+                # third of Parquet's write cost, and only we read it), then resolve from there.
+                # Items have no key: their foreign key is joined straight from the CSV stream
+                # (measured at 28M items: 28 CPU-s and 1.6 GB, against 39 CPU-s and 1.9 GB).
+                checked_path = work_dir / f"{spec.name}.checked.arrow"
+                stage.sink_ipc(checked, checked_path)
+                checked = pl.scan_ipc(checked_path)
+            out = run_dir / f"{spec.name}.parquet"
+            rejects_part = work_dir / f"{spec.name}.rejects.parquet"
+            counts[spec.name] = _resolve(spec, checked, out, rejects_part, run_dir, cutoff)
         valid_paths[spec.name] = str(out)
         reject_parts.append(rejects_part)
         timings[spec.name] = time.perf_counter() - t0
@@ -419,18 +430,18 @@ def _scan_structure(
     spec = header.spec
     exceptional = work_dir / f"{spec.name}.exceptional.parquet"
     lines = _lines(header, storage_options)
-    _, totals = pl.collect_all(
-        [
-            records.exceptional_lines(lines, header.n_fields, delimiter).sink_parquet(
-                stage.temporary(exceptional), lazy=True
-            ),
-            lines.select(pl.len().alias("lines")),
-        ],
-        engine="streaming",
-    )
-    # collect_all cannot sink to a final name atomically: rename what it wrote.
-    written = next(work_dir.glob(f".{exceptional.name}.tmp-*"))
-    stage.commit(written, exceptional)
+    tmp = stage.temporary(exceptional)
+    try:
+        _, totals = pl.collect_all(
+            [
+                records.exceptional_lines(lines, header.n_fields, delimiter).sink_parquet(tmp, lazy=True),
+                lines.select(pl.len().alias("lines")),
+            ],
+            engine="streaming",
+        )
+        stage.commit(tmp, exceptional)
+    finally:
+        tmp.unlink(missing_ok=True)
     n_lines = int(totals.item()) + 1  # with the header
     found = pl.scan_parquet(exceptional)
     n_exceptional = found.select(pl.len()).collect().item()

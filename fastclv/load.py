@@ -218,7 +218,7 @@ def start_run(
         "input = EXCLUDED.input, counts = NULL, output_rows = NULL, model = NULL, "
         "timings = NULL, error = NULL"
     )
-    params = (run_id, as_of, _utc(started_at), _scrub(input, pg_uri))
+    params = (run_id, as_of, _utc(started_at), scrub(input, pg_uri))
     _write_ledger(pg_uri, schema, runs_table, run_id, sql, params)
 
 
@@ -266,12 +266,12 @@ def finish_run(
         None if started_at is None else _utc(started_at),
         _utc(finished_at),
         status,
-        None if input is None else _scrub(input, pg_uri),
+        None if input is None else scrub(input, pg_uri),
         _json(counts),
         output_rows,
         _json(model),
         _json(timings),
-        None if error is None else _scrub(error, pg_uri),
+        None if error is None else scrub(error, pg_uri),
     )
     _write_ledger(pg_uri, schema, runs_table, run_id, sql, params)
 
@@ -387,7 +387,7 @@ def _map_error(exc: pg.Error, context: str, pg_uri: str, hint: str | None = None
     if hint is None:
         hint = _hint(sqlstate, lowered, transient)
     stop = "" if text.endswith(("?", "!")) else "."
-    message = _scrub(f"{context} failed: {text}{stop} Hint: {hint}", pg_uri)
+    message = scrub(f"{context} failed: {text}{stop} Hint: {hint}", pg_uri)
     return TransientError(message) if transient else LoadError(message)
 
 
@@ -486,7 +486,7 @@ def _secrets(pg_uri: str) -> list[str]:
     return sorted({s for s in found if s}, key=len, reverse=True)
 
 
-def _scrub(text: str, pg_uri: str) -> str:
+def scrub(text: str, pg_uri: str) -> str:
     """``text`` with the URI redacted and any password removed."""
     if pg_uri:
         text = text.replace(pg_uri, redact_uri(pg_uri))
@@ -851,7 +851,7 @@ class _Loader:
                     "could not drop %s.%s, left over by a crashed load: %s",
                     n.schema,
                     name,
-                    _scrub(_driver_text(exc), self.pg_uri),
+                    scrub(_driver_text(exc), self.pg_uri),
                 )
             finally:  # session-level advisory locks survive a rollback: release it
                 self._query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", (key,))
@@ -956,5 +956,5 @@ class _Loader:
                 self.names.schema,
                 self.names.staging,
                 self.as_of,
-                _scrub(_driver_text(exc), self.pg_uri),
+                scrub(_driver_text(exc), self.pg_uri),
             )

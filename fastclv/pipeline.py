@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from fastclv import stage
+from fastclv import stage, storage
 from fastclv.config import Settings, redact_uri
 from fastclv.contract import MONEY, OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
-from fastclv.errors import ConfigError, FastclvError
+from fastclv.errors import ConfigError, FastclvError, TerminalError, TransientError
 from fastclv.extract import extract
-from fastclv.transform import customer_ltv
+from fastclv.transform import customer_ltv, overflowing_totals
 
 if TYPE_CHECKING:
     from fastclv.verify import VerifyResult
@@ -103,10 +103,11 @@ def run(settings: Settings, *, progress: ProgressHook | None = None) -> RunSumma
     is written (and the run recorded) even when a stage fails.
     """
     with staging_area(settings) as area:
-        summary = begin(settings, area=area)
+        summary = begin(settings, area=area, record=False)
         settings = settings.replace(run_id=summary.run_id)
         t_start = time.perf_counter()
         try:
+            record_start(settings, summary)  # inside: a database that is down still ends in a summary
             with _timed(summary, "extract", progress):
                 summary.files = extract_stage(settings, area=area)
             with _timed(summary, "transform", progress):
@@ -123,7 +124,7 @@ def run(settings: Settings, *, progress: ProgressHook | None = None) -> RunSumma
                     summary.load = load_stage(settings, area=area)
             summary.status = "succeeded"
         except BaseException as exc:
-            fail(summary, exc)
+            fail(summary, exc, settings)
             raise
         finally:
             summary.timings["total"] = round(time.perf_counter() - t_start, 3)
@@ -152,8 +153,11 @@ def model_settings(settings: Settings) -> dict[str, object]:
     }
 
 
-def begin(settings: Settings, *, area: stage.StagingArea | None = None) -> RunSummary:
-    """Start a run: a fresh run id, an empty run folder, a ``running`` row in the ledger."""
+def begin(settings: Settings, *, area: stage.StagingArea | None = None, record: bool = True) -> RunSummary:
+    """Start a run: a fresh run id, an empty run folder, a ``running`` row in the ledger.
+
+    With ``record=False`` the ledger row is left to :func:`record_start`.
+    """
     run_id = settings.run_id or new_run_id(settings.as_of)
     summary = RunSummary(
         run_id=run_id,
@@ -165,6 +169,13 @@ def begin(settings: Settings, *, area: stage.StagingArea | None = None) -> RunSu
     )
     with staging_area(settings, area) as staged:
         staged.prepare()
+    if record:
+        record_start(settings, summary)
+    return summary
+
+
+def record_start(settings: Settings, summary: RunSummary) -> None:
+    """The run's ``running`` row in the ledger (when a database is configured)."""
     if settings.load and settings.pg_uri:
         from fastclv import load
 
@@ -172,12 +183,11 @@ def begin(settings: Settings, *, area: stage.StagingArea | None = None) -> RunSu
             settings.pg_uri,
             schema=settings.pg_schema,
             runs_table=settings.runs_table,
-            run_id=run_id,
+            run_id=summary.run_id,
             as_of=settings.as_of,
             input=summary.input,
             started_at=summary.started_at,
         )
-    return summary
 
 
 def extract_stage(
@@ -231,6 +241,14 @@ def transform_stage(settings: Settings, *, area: stage.StagingArea | None = None
             customer_ltv(frames["customers"], frames["orders"], frames["order_items"], settings.as_of),
             history,
         )
+        too_big = overflowing_totals(pl.scan_parquet(history)).head(5).collect()
+        if too_big.height:
+            ids = ", ".join(too_big["customer_id"].to_list())
+            raise TerminalError(
+                f"customer_ltv: the total revenue of customer(s) {ids} exceeds numeric(18,2) "
+                "(16 digits before the point). Hint: check order_items.csv for those customers' "
+                "quantities and prices; a value that large is almost always a unit error."
+            )
         t0 = time.perf_counter()
         model = _predict(history, run_path / stage.OUTPUT, settings)
         rows, clv_total, predicted = (
@@ -333,8 +351,8 @@ def load_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> 
     }
 
 
-def fail(summary: RunSummary, exc: BaseException) -> None:
-    """Mark the summary failed with the error's message (never a traceback)."""
+def fail(summary: RunSummary, exc: BaseException, settings: Settings | None = None) -> None:
+    """Mark the summary failed with the error's message (never a traceback, never a secret)."""
     summary.status = "failed"
     summary.error_type = type(exc).__name__
     if isinstance(exc, FastclvError):
@@ -343,6 +361,17 @@ def fail(summary: RunSummary, exc: BaseException) -> None:
     else:
         summary.error = f"internal error: {type(exc).__name__}: {exc}"
         summary.transient = False
+    if settings is not None:
+        summary.error = scrub(summary.error, settings)
+
+
+def scrub(text: str, settings: Settings) -> str:
+    """``text`` without the database password or the storage secrets of ``settings``."""
+    if settings.pg_uri:
+        from fastclv import load
+
+        text = load.scrub(text, settings.pg_uri)
+    return storage.scrub(text, settings.storage_options)
 
 
 def finish(settings: Settings, summary: RunSummary, *, area: stage.StagingArea | None = None) -> None:
@@ -356,9 +385,13 @@ def finish(settings: Settings, summary: RunSummary, *, area: stage.StagingArea |
     with staging_area(settings, area) as staged:
         try:
             staged.write_json(stage.SUMMARY, summary.as_dict())
-        except FastclvError as exc:
+        except (FastclvError, OSError) as exc:
             log.error("could not write %s: %s", staged.uri(stage.SUMMARY), exc)
-            summary_error = exc
+            summary_error = (
+                exc
+                if isinstance(exc, FastclvError)
+                else TransientError(f"cannot write {staged.uri(stage.SUMMARY)}: {exc}. Hint: check the disk.")
+            )
         _record(settings, summary)
         if summary.status == "succeeded" and summary_error is None:
             staged.finish(succeeded=True)

@@ -46,6 +46,7 @@ OUTPUT = "customer_ltv.parquet"
 REJECTS = "rejects.parquet"
 #: The validated inputs, in contract order.
 INPUTS = ("customers.parquet", "orders.parquet", "order_items.parquet")
+REPORTS = ("verify_report.md", "verify_report.json")
 
 
 def run_dir(staging: str | Path, as_of: date) -> Path:
@@ -265,12 +266,14 @@ class StagingArea:
     # -- a run's beginning and end -----------------------------------------------------------
 
     def prepare(self) -> None:
-        """Start a run: clear the previous run's work files and summary (a run is not a result yet)."""
+        """Start a run: clear the previous run's summary, staged files and work files."""
         if self.remote:
             storage.check_bucket(self.location, self.storage_options, "staging to")
             self.close()
         prepare_run_dir(self.local_dir())
-        self.remove(SUMMARY)
+        # The summary first (the folder is no result any more), then the previous run's
+        # outputs, so that a failed rerun never leaves old and new files side by side.
+        self.remove(SUMMARY, *INPUTS, REJECTS, OUTPUT, *REPORTS)
 
     def finish(self, *, succeeded: bool) -> None:
         """End a run: drop the work files of a successful one (a failed one keeps them locally)."""

@@ -96,7 +96,9 @@ def customer_ltv(
             "first_order_at",
             "last_order_at",
             "orders_count",
-            total.fill_null(pl.lit(0).cast(MONEY_WIDE)).cast(MONEY).alias("total_revenue"),
+            # Non-strict: a total beyond numeric(18,2) becomes null here and is reported by
+            # check_totals with the customer's id, instead of a cast error deep in a sink.
+            total.fill_null(pl.lit(0).cast(MONEY_WIDE)).cast(MONEY, strict=False).alias("total_revenue"),
             # Divide the exact cent count once, so the double is correctly rounded.
             pl.when(has_orders)
             .then((total * 100).cast(pl.Float64) / (pl.col("orders_count").cast(pl.Float64) * cents))
@@ -115,3 +117,8 @@ def customer_ltv(
         )
         .cast(OUTPUT_SCHEMA)
     )
+
+
+def overflowing_totals(history: pl.LazyFrame) -> pl.LazyFrame:
+    """Customers whose total revenue does not fit numeric(18,2) (null after the safe cast)."""
+    return history.filter(pl.col("total_revenue").is_null()).select("customer_id")

@@ -36,29 +36,46 @@ from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
 
-from fastclv.contract import (
-    COUNTED_STATUS,
-    CUSTOMERS,
-    DATE_PATTERN,
-    INPUT_FILES,
-    MONEY_PATTERN,
-    ORDER_ITEMS,
-    ORDERS,
-    OUTPUT_SCHEMA,
-    QUANTITY_MAX,
-    QUANTITY_PATTERN,
-    REASONS_BY_FILE,
-    STATUSES,
-    TIMESTAMP_PATTERN,
-    TRIM_CHARS,
-    InputFile,
-    Reason,
-)
+from fastclv.contract import CUSTOMERS, INPUT_FILES, ORDER_ITEMS, ORDERS, OUTPUT_SCHEMA, InputFile, Reason
 from fastclv.errors import InputError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
+
+# The value rules, written out here from CONTRACT.md sections 1-2 rather than imported from
+# fastclv.contract: a wrong pattern there must not pass both implementations.
+COUNTED_STATUS = "completed"
+STATUSES = ("completed", "cancelled", "refunded", "pending")
+TRIM_CHARS = " \t\r\n"
+DATE_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+TIMESTAMP_PATTERN = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?"
+)
+MONEY_PATTERN = r"[0-9]{1,16}(?:\.[0-9]{1,2})?"
+QUANTITY_PATTERN = r"[0-9]+"
+QUANTITY_MAX = 2_147_483_647
+REASONS_BY_FILE = {
+    "customers": ("malformed_row", "missing_value", "bad_date", "conflicting_duplicate"),
+    "orders": (
+        "malformed_row",
+        "missing_value",
+        "bad_timestamp",
+        "bad_status",
+        "conflicting_duplicate",
+        "unknown_customer",
+    ),
+    "order_items": (
+        "malformed_row",
+        "missing_value",
+        "bad_quantity",
+        "bad_money",
+        "discount_exceeds_amount",
+        "unknown_order",
+    ),
+}
 
 #: Columns of :attr:`ReferenceResult.rejects`.
 REJECTS_SCHEMA = pl.Schema({"file": pl.String, "row": pl.Int64, "reason": pl.String})
@@ -408,7 +425,7 @@ def _deduplicated(rows: list[tuple[int, T]], key: str, tally: _Tally) -> list[tu
 
 
 def _counts(tally: _Tally, valid: int, after_as_of: int) -> dict[str, object]:
-    by_reason = {reason.value: 0 for reason in REASONS_BY_FILE[tally.spec.name]}
+    by_reason = dict.fromkeys(REASONS_BY_FILE[tally.spec.name], 0)
     for _, reason in tally.rejects:
         by_reason[reason.value] += 1
     counts: dict[str, object] = {

@@ -126,3 +126,17 @@ def test_error_text_with_brackets_is_shown_literally(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "[/signup_date]" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_file_that_is_not_utf8_exits_2_naming_it(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    shutil.copytree(SAMPLE, inputs)
+    with (inputs / "order_items.csv").open("ab") as items:
+        items.write(b"O1,s,1,\xff\xfe,\n")  # Latin-1 bytes in a UTF-8 export
+    done = fastclv(
+        "run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load"
+    )
+    assert done.returncode == 2
+    assert "order_items.csv" in done.stderr
+    assert "UTF-8" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -23,9 +23,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
-from reference import ReferenceResult, reference_run
+from reference import (
+    REASONS_BY_FILE,  # written out from CONTRACT.md, not fastclv's list
+    ReferenceResult,
+    reference_run,
+)
 
-from fastclv.contract import OUTPUT_SCHEMA, PREDICTIVE_COLUMNS, REASONS_BY_FILE
+from fastclv.contract import OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
 from fastclv.errors import InputError
 from fastclv.extract import extract
 from fastclv.transform import customer_ltv
@@ -792,3 +796,15 @@ def test_tokenizer_reads_back_what_csv_writer_wrote(
         for n, (customer_id, country) in enumerate(rows)
     )
     assert sorted(result.output.select("customer_id", "country").iter_rows()) == expected
+
+
+def test_blank_lines_in_a_mostly_clean_file(tmp_path: Path, impl: Impl) -> None:
+    # Regression guard for the fast path: clean lines go through Polars' native reader, which
+    # must keep one row per physical line, blank ones included, or every row number after a
+    # blank line would shift (and a line could silently vanish).
+    rows = [f"c{i},2024-01-0{1 + i % 9},FR\n" for i in range(1, 10)]
+    customers = CUSTOMERS_HEADER + "".join(rows[:2]) + "\n" + "".join(rows[2:]) + "c10,bad,FR\n\n\n"
+    result = run(impl, tmp_path, customers=customers)
+    assert result.output["customer_id"].to_list() == [f"c{i}" for i in range(1, 10)]
+    assert reject_rows(result) == [("customers.csv", 10, "bad_date")]
+    assert result.counts["customers"]["read"] == 10

@@ -560,11 +560,11 @@ def test_a_wrong_password_against_scram_auth_is_not_echoed(
 
 @given(password=st.text(min_size=1, max_size=20), noise=st.text(max_size=20))
 def test_scrubbing_removes_any_password_in_any_echoed_form(password: str, noise: str) -> None:
-    """Whatever the password, neither its URI form nor its plain form survives ``_scrub``."""
+    """Whatever the password, neither its URI form nor its plain form survives ``scrub``."""
     encoded = quote(password, safe="")
     uri = f"postgresql://app:{encoded}@db.example:5432/crm?sslmode=require"
     echoed = f"{noise} failed for {uri}: password {password!s} / {encoded} {noise}"
-    scrubbed = load._scrub(echoed, uri)
+    scrubbed = load.scrub(echoed, uri)
     assert password not in scrubbed
     assert encoded not in scrubbed
 

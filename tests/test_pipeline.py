@@ -280,3 +280,61 @@ def test_failed_run_leaves_the_table_as_it_was_and_is_recorded(
     )
     assert runs["status"].to_list() == ["succeeded", "failed"]
     assert "unit_price" in runs["error"][1]
+
+
+def test_a_total_beyond_numeric_18_2_is_a_clear_error_naming_the_customer(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "customers.csv").write_text(
+        "customer_id,signup_date,country\nbig,2024-01-01,\nsmall,2024-01-01,\n"
+    )
+    (folder / "orders.csv").write_text("order_id,customer_id,order_ts,status\no1,big,2024-01-02,completed\n")
+    # 2 * 9999999999999999.99 fits each value's rules but not numeric(18,2).
+    (folder / "order_items.csv").write_text(
+        "order_id,sku,quantity,unit_price,discount\no1,s,2,9999999999999999.99,\n"
+    )
+    from fastclv.errors import TerminalError
+
+    with pytest.raises(TerminalError, match=r"customer\(s\) big exceeds numeric\(18,2\)"):
+        run(Settings(input=str(folder), staging=str(tmp_path / "s"), as_of=date(2024, 1, 31), load=False))
+    summary = json.loads((tmp_path / "s" / "2024-01-31" / stage.SUMMARY).read_text())
+    assert summary["status"] == "failed"
+    assert "big" in summary["error"]
+
+
+def test_a_failed_rerun_leaves_no_stale_output_behind(generated: Path, tmp_path: Path) -> None:
+    settings = Settings(input=str(generated), staging=str(tmp_path / "s"), as_of=AS_OF, load=False)
+    run(settings)
+    run_dir = tmp_path / "s" / AS_OF.isoformat()
+    assert (run_dir / stage.OUTPUT).exists()
+    from fastclv.errors import InputError
+
+    with pytest.raises(InputError):
+        run(settings.replace(input=str(tmp_path / "nowhere")))
+    assert not (run_dir / stage.OUTPUT).exists()
+    assert not (run_dir / stage.REJECTS).exists()
+    assert json.loads((run_dir / stage.SUMMARY).read_text())["status"] == "failed"
+
+
+def test_a_database_that_is_down_at_the_start_still_ends_in_a_failed_summary(
+    generated: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(
+        input=str(generated),
+        staging=str(tmp_path),
+        as_of=AS_OF,
+        pg_uri=f"postgresql://fastclv:s3cret-pw@127.0.0.1:{port}/fastclv?connect_timeout=2",
+    )
+    from fastclv.errors import TransientError
+
+    with pytest.raises(TransientError):
+        run(settings)
+    summary = json.loads((tmp_path / AS_OF.isoformat() / stage.SUMMARY).read_text())
+    assert summary["status"] == "failed"
+    assert summary["transient"] is True
+    assert "s3cret-pw" not in json.dumps(summary)
