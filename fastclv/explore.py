@@ -8,7 +8,7 @@ file as an Arrow dataset over the object, streamed, with columns and filters pus
 Example::
 
     con = connect(run_folder("staging", None))
-    write_result(run_query(con, "SELECT count(*) FROM customer_ltv"), "csv", sys.stdout)
+    write_csv(run_query(con, "SELECT count(*) FROM customer_ltv"), sys.stdout)
 """
 
 from __future__ import annotations

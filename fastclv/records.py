@@ -141,7 +141,8 @@ def split_fields(
 class LinePlan:
     """Where a file's records differ from its physical lines (usually: nowhere)."""
 
-    #: First and last physical line of each multi-line record (sorted; last may be -1 = EOF).
+    #: First and last physical line of each multi-line record (sorted; an unterminated one
+    #: ends at the last line of the file).
     span_starts: np.ndarray
     span_ends: np.ndarray
     #: Physical lines that are empty and outside multi-line records (sorted).
@@ -156,7 +157,7 @@ class LinePlan:
         """Whether physical ``line`` belongs to a multi-line record."""
         if len(self.span_starts) == 0:
             return pl.lit(False)
-        k = pl.lit(pl.Series(self.span_starts)).search_sorted(line, side="right").cast(pl.Int64) - 1
+        k = self.span_index(line)
         end = pl.lit(pl.Series(self.span_ends)).gather(k.clip(0))
         return (k >= 0) & (line <= end)
 

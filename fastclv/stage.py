@@ -49,11 +49,6 @@ INPUTS = ("customers.parquet", "orders.parquet", "order_items.parquet")
 REPORTS = ("verify_report.md", "verify_report.json")
 
 
-def run_dir(staging: str | Path, as_of: date) -> Path:
-    """The folder of one as-of date's run."""
-    return Path(staging) / as_of.isoformat()
-
-
 def temporary(path: Path) -> Path:
     """A unique temporary name next to ``path`` (never mistaken for a finished file)."""
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")

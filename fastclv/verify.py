@@ -59,7 +59,6 @@ MONTH_DAYS = 30
 #: Within this distance of a = 1 the BG/NBD expectation is 0/0 in closed form: not re-evaluated.
 _A_SINGULAR = 1e-6
 
-_MONEY_COLUMNS = ("total_revenue",)
 _DOUBLE_COLUMNS = ("avg_order_value", "monetary_value")
 #: Historical columns compared exactly (with null equality).
 _EXACT_COLUMNS = tuple(
