@@ -363,6 +363,7 @@ def verify(
                 horizon_months=settings.horizon_months,
                 margin=settings.margin,
                 discount_rate=settings.discount_rate,
+                memory_limit=settings.duckdb_memory_limit,
             )
     table = Table(title=f"fastclv verify {run_area.location}", title_justify="left")
     for column in ("check", "compared", "mismatches", "note"):

@@ -284,6 +284,7 @@ def verify_stage(
             horizon_months=settings.horizon_months,
             margin=settings.margin,
             discount_rate=settings.discount_rate,
+            memory_limit=settings.duckdb_memory_limit,
         )
     log.info("verify: %d checks agree in %.2f s", len(result.checks), result.seconds)
     return result.as_dict()
@@ -298,6 +299,7 @@ def verify_staged(
     horizon_months: int,
     margin: float,
     discount_rate: float,
+    memory_limit: str | None = None,
 ) -> VerifyResult:
     """Cross-check the staged files of ``area`` (fetched if remote); publish a failure's report.
 
@@ -319,6 +321,7 @@ def verify_staged(
             margin=margin,
             discount_rate=discount_rate,
             report_location=area.uri(REPORT_MD) if area.remote else None,
+            memory_limit=memory_limit or None,
         )
     except VerificationError:
         if area.path(REPORT_MD).is_file():

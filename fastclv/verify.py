@@ -127,6 +127,7 @@ def verify_run(
     margin: float = 1.0,
     discount_rate: float = 0.01,
     report_location: str | None = None,
+    memory_limit: str | None = None,
 ) -> VerifyResult:
     """Cross-check the staged run in ``run_dir`` with DuckDB; raise VerificationError on a mismatch.
 
@@ -140,6 +141,8 @@ def verify_run(
         discount_rate: the run's monthly discount rate.
         report_location: where the caller publishes ``verify_report.md`` (object storage),
             named in the result and the error instead of the local file.
+        memory_limit: DuckDB's ``memory_limit`` (e.g. ``"1GB"``); past it DuckDB spills to
+            ``run_dir/_work/duckdb`` (measured at 1M customers: 1.6 -> 1.2 GB, 8.0 -> 9.4 s).
 
     Raises:
         InputError: a staged file is missing (nothing to compare).
@@ -156,6 +159,11 @@ def verify_run(
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET preserve_insertion_order = false")
+        if memory_limit:  # DuckDB then spills its joins to the run's work folder
+            spill = run_dir / "_work" / "duckdb"
+            spill.mkdir(parents=True, exist_ok=True)
+            con.execute(f"SET temp_directory = '{spill.as_posix()}'")
+            con.execute("SET memory_limit = ?", [memory_limit])
         _create_views(con, run_dir)
         checks = [_schema_check(con)]
         if not checks[0].mismatches:  # otherwise the comparisons below would not bind
