@@ -31,15 +31,21 @@ def purchase_days(orders: pl.LazyFrame, items: pl.LazyFrame, as_of: date) -> pl.
     """One row per (customer, purchase day): orders, first/last order time, value.
 
     The customer is ``customer_row``, the row number of the customer in customers.csv.
+    Orders and their items are stacked and grouped once by (customer, day): one hash table,
+    instead of two group-bys and a join of their results (less memory, fewer passes).
     """
     counted = counted_orders(orders, as_of)
-    by_day = counted.group_by("customer_row", "day").agg(
-        pl.len().alias("orders"),
-        pl.col("order_ts").min().alias("first_ts"),
-        pl.col("order_ts").max().alias("last_ts"),
+    zero = pl.lit(0).cast(MONEY_WIDE)
+    no_time = pl.lit(None, dtype=counted.collect_schema()["order_ts"])
+    order_rows = counted.select(
+        "customer_row",
+        "day",
+        pl.lit(1, pl.UInt32).alias("orders"),
+        pl.col("order_ts").alias("ts"),
+        zero.alias("value"),
     )
-    values = (
-        items.select("order_row", item_amount().alias("amount"))
+    item_rows = (
+        items.select("order_row", item_amount().alias("value"))
         .join(
             counted.select("row", "customer_row", "day"),
             left_on="order_row",
@@ -47,11 +53,17 @@ def purchase_days(orders: pl.LazyFrame, items: pl.LazyFrame, as_of: date) -> pl.
             how="inner",
             maintain_order="left",  # unordered join output makes the sink buffer it (GBs)
         )
-        .group_by("customer_row", "day")
-        .agg(pl.col("amount").sum().alias("value"))
+        .select("customer_row", "day", pl.lit(0, pl.UInt32).alias("orders"), no_time.alias("ts"), "value")
     )
-    return by_day.join(values, on=["customer_row", "day"], how="left", maintain_order="left").with_columns(
-        pl.col("value").fill_null(pl.lit(0).cast(MONEY_WIDE))
+    return (
+        pl.concat([order_rows, item_rows])
+        .group_by("customer_row", "day")
+        .agg(
+            pl.col("orders").sum(),
+            pl.col("ts").min().alias("first_ts"),
+            pl.col("ts").max().alias("last_ts"),
+            pl.col("value").sum(),
+        )
     )
 
 
@@ -63,7 +75,9 @@ def customer_history(days: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("last_ts").max().alias("last_order_at"),
         pl.col("orders").sum().cast(pl.Int32).alias("orders_count"),
         pl.col("value").sum().alias("_total"),
-        pl.col("value").filter(pl.col("day") == first_day).sum().alias("_first_day_value"),
+        # Days are unique per customer, so this is the first purchase day's value (and
+        # twice as fast as filtering on day == min(day) inside the aggregation).
+        pl.col("value").sort_by("day").first().alias("_first_day_value"),
         pl.len().alias("_days"),
         first_day.alias("_first_day"),
         pl.col("day").max().alias("_last_day"),
