@@ -319,3 +319,13 @@ def test_cli_verify_exit_codes(staged: Path, tmp_path: Path) -> None:
     no_summary = fastclv("verify", "--staging", str(tmp_path), "--as-of", AS_OF.isoformat())
     assert no_summary.returncode == 2
     assert "summary.json" in no_summary.stderr
+
+
+def test_a_memory_limit_spills_to_the_work_folder_and_still_agrees(staged: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(staged, run_dir)
+    summary = _summary(run_dir)
+    result = verify_run(run_dir, AS_OF, summary["files"], summary["model"], memory_limit="64MB")
+    assert result.ok
+    assert result.checks["column:total_revenue"]["compared"] == summary["output_rows"]  # type: ignore[index]
+    assert (run_dir / "_work" / "duckdb").is_dir()  # DuckDB's spill folder is the run's, not the cwd
