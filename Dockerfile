@@ -9,11 +9,22 @@
 ARG PYTHON_VERSION=3.11
 ARG AIRFLOW_VERSION=3.3.2
 ARG UV_VERSION=0.13.8
+ARG RUST_VERSION=1.95
 
-# -- builder: resolve nothing, install exactly what uv.lock pins ------------------------------
+# -- rust: the toolchain that builds the native scanner (native/, by maturin) -----------------
+FROM rust:${RUST_VERSION}-slim-bookworm AS rust
+
+# -- builder: resolve nothing, install exactly what uv.lock pins; build the wheel -------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
 ARG UV_VERSION
-RUN pip install --no-cache-dir "uv==${UV_VERSION}"
+RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
+    && apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=rust /usr/local/cargo /usr/local/cargo
+COPY --from=rust /usr/local/rustup /usr/local/rustup
+ENV RUSTUP_HOME=/usr/local/rustup \
+    CARGO_HOME=/usr/local/cargo \
+    PATH=/usr/local/cargo/bin:$PATH
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
@@ -23,6 +34,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project \
     && uv export --frozen --no-dev --no-emit-project --output-file /requirements.txt
+COPY native ./native
 COPY fastclv ./fastclv
 RUN uv sync --frozen --no-dev --no-editable \
     && uv build --wheel --out-dir /dist

@@ -1,15 +1,15 @@
 """Extract: the three CSV files -> validated, typed Parquet plus rejects (contract sections 1-2).
 
-Two passes per file, each a streaming Polars query:
+Per file, two steps:
 
-1. *check* (reads the CSV once): physical lines -> records -> fields -> every row-level
-   check (malformed_row ... discount_exceeds_amount), typed values, the first failing
-   reason; written to a work Parquet file, plus a tiny side table of blank and odd-quote
-   lines that locates multi-line records.
-2. *resolve* (reads that Parquet): multi-line records re-assembled, row numbers fixed,
-   duplicate keys resolved (exact duplicates dropped, conflicting ones rejected), foreign
-   keys checked (customers before orders before items); valid rows are staged as
-   ``<run>/<file>.parquet`` and rejects as ``<run>/rejects.parquet``.
+1. *scan* (the native scanner, :mod:`fastclv.native`): the CSV is read once, in compiled
+   code on every core: records, fields and every row-level check (``malformed_row`` ..
+   ``discount_exceeds_amount``), typed values, key hashes and the first failing reason. The
+   batches stream into an Arrow IPC work file; nothing is held in memory.
+2. *resolve* (a streaming Polars query over that file): duplicate keys (exact duplicates
+   dropped, conflicting ones rejected) and foreign keys (customers before orders before
+   items); valid rows are staged as ``<run>/<file>.parquet`` and rejects as
+   ``<run>/rejects.parquet``.
 
 Validation never looks at the as-of date; only the ``after_as_of`` counts do.
 """
@@ -17,48 +17,38 @@ Validation never looks at the as-of date; only the ``after_as_of`` counts do.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from fastclv import records, stage, storage
+from fastclv import native, stage, storage
 from fastclv.contract import (
-    DATE_PATTERN,
     INPUT_FILES,
-    MONEY,
-    MONEY_PATTERN,
     ORDER_ITEMS,
     ORDERS,
     PARENT_ROW,
-    QUANTITY_MAX,
-    QUANTITY_PATTERN,
     REASONS_BY_FILE,
     REJECTS_SCHEMA,
-    STATUSES,
-    TIMESTAMP_PATTERN,
-    TRIM_CHARS,
     VALID_SCHEMAS,
     InputFile,
     Reason,
     as_of_cutoff,
 )
-from fastclv.errors import InputError
+from fastclv.errors import InputError, TransientError
 
 log = logging.getLogger(__name__)
 
-#: A row-level check: (failing condition, reason, offending column or None for the row).
-Rule = tuple[pl.Expr, Reason, str | None]
-
-LINE, TEXT, MALFORMED = records.LINE, records.TEXT, records.MALFORMED
-REASON, COLUMN, ROW = "_reason", "_column", "row"
-
-
+REASON, COLUMN, ROW = native.REASON, native.COLUMN, "row"
+RAW, OFFSET, LENGTH = native.RAW, native.OFFSET, native.LENGTH
+KEY_HASH, PARENT_HASH = native.KEY_HASH, native.PARENT_HASH
 # --------------------------------------------------------------------------- results
 
 
@@ -98,272 +88,128 @@ class ExtractResult:
     valid: dict[str, str]  # file short name -> staged Parquet location
     rejects: str
     counts: dict[str, FileCounts]
-    seconds: float
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- header
 
 
-@dataclass(frozen=True)
+@dataclass
 class Header:
-    """The header of one input file, mapped onto the contract's columns."""
+    """One input file, opened: its header mapped onto the contract's columns."""
 
     spec: InputFile
     location: str
     n_fields: int
     #: contract column -> 0-based field index, for the columns present in the file.
     positions: dict[str, int]
+    scan: native.Scan
+
+    def slots(self) -> list[int | None]:
+        """The field index of each contract column (required, then optional), for the scanner."""
+        return [self.positions.get(column) for column in self.spec.columns]
 
 
-def read_header(
-    spec: InputFile, location: str, delimiter: str, storage_options: Mapping[str, str] | None = None
+def printable(text: str) -> str:
+    r"""``text`` with control characters escaped (``\x1b``), safe to print to a terminal."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text)
+
+
+def open_input(
+    spec: InputFile,
+    location: str,
+    delimiter: str,
+    storage_options: Mapping[str, str] | None = None,
+    *,
+    chunk_bytes: int = 0,
+    threads: int = 0,
 ) -> Header:
-    """Read and check the header row of one file (missing file or column: InputError)."""
+    """Open one input file and check its header (missing file or column: InputError).
+
+    ``chunk_bytes`` and ``threads`` tune the scanner (0: 8 MiB chunks on every core).
+    """
     source = storage.join(location, spec.file_name)
-    if not storage.is_remote(location) and not storage.local_path(source).is_file():
-        raise InputError(
-            f"{spec.file_name}: file not found at {source}. "
-            f"Hint: the input location must hold customers.csv, orders.csv and order_items.csv."
-        )
     with _reading(spec, source, storage_options):
-        first = pl.scan_lines(
-            source, name=TEXT, n_rows=1, storage_options=storage.polars_options(storage_options, location)
-        ).collect()
-    if first.height == 0:
-        raise InputError(f"{spec.file_name}: the file is empty. Hint: the first row must be a header.")
-    line = first[TEXT][0].removeprefix("\ufeff")
-    fields = records.split_line(line, delimiter)
-    if fields is None:
-        raise InputError(
-            f"{spec.file_name}: the header row is not valid CSV: {line[:200]!r}. "
-            "Hint: check its quotes and the delimiter."
-        )
-    names = [name.strip(TRIM_CHARS) for name in fields]
+        if storage.is_remote(location):
+            filesystem, path = storage.filesystem(source, storage_options)
+            try:
+                stream = filesystem.open_input_stream(path)
+            except FileNotFoundError:
+                _missing_bucket(spec, source, filesystem, path, storage_options)
+                raise
+            scan = native.Scan(stream, spec.name, delimiter, chunk_bytes=chunk_bytes, threads=threads)
+        else:
+            local = storage.local_path(source)
+            _check_regular_file(spec, local)
+            scan = native.Scan(str(local), spec.name, delimiter, chunk_bytes=chunk_bytes, threads=threads)
+    names = scan.names
     positions: dict[str, int] = {}
     for column in spec.columns:
         if column in names:
             positions[column] = names.index(column)  # the first one if a name repeats
         elif column in spec.required:
+            found = ", ".join(printable(name) for name in names) or "nothing"
             raise InputError(
                 f"{spec.file_name}: required column '{column}' is missing from the header "
-                f"(found: {', '.join(names) or 'nothing'}). "
-                f"Hint: the header must name {', '.join(spec.required)}"
+                f"(found: {found[:500]}). Hint: the header must name {', '.join(spec.required)}"
                 + (f" (delimiter is {delimiter!r})." if len(names) == 1 else ".")
             )
-    return Header(spec, source, len(names), positions)
+    return Header(spec, source, len(names), positions, scan)
+
+
+def _missing_bucket(
+    spec: InputFile, source: str, filesystem: Any, path: str, storage_options: Mapping[str, str] | None
+) -> None:
+    """Name a missing bucket rather than a missing object, when that is the cause."""
+    from pyarrow import fs
+
+    bucket = path.split("/", 1)[0]
+    if filesystem.get_file_info(bucket).type == fs.FileType.NotFound:
+        exc = FileNotFoundError(f"NoSuchBucket: bucket {bucket} does not exist")
+        raise storage.input_error(spec.file_name, source, exc, storage_options) from None
+
+
+def _check_regular_file(spec: InputFile, path: Path) -> None:
+    """Say what an input path is when it is not a readable regular file."""
+    hint = "Hint: the input location must hold customers.csv, orders.csv and order_items.csv as files."
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{spec.file_name}: file not found at {path}. {hint}") from None
+    except OSError as exc:
+        raise InputError(f"{spec.file_name}: cannot look at {path} ({exc.strerror or exc}). {hint}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{spec.file_name}: {path} is a directory, not a file. {hint}")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+        raise InputError(f"{spec.file_name}: {path} is {kind}, not a regular file. {hint}")
+    if not os.access(path, os.R_OK):
+        raise InputError(
+            f"{spec.file_name}: {path} cannot be read (permission denied). "
+            "Hint: give the user that runs fastclv read access to the file."
+        )
 
 
 @contextmanager
 def _reading(spec: InputFile, source: str, storage_options: Mapping[str, str] | None) -> Iterator[None]:
-    """Turn a failure while reading a file (bad encoding, storage trouble) into a clear error."""
+    """Turn a failure while reading an input file into a clear error naming it."""
     try:
         yield
-    except (pl.exceptions.PolarsError, OSError) as exc:
+    except native.FormatError as exc:
+        raise InputError(
+            f"{spec.file_name}: {exc}. Hint: export the file as UTF-8 CSV (LF or CRLF line ends) "
+            "with a header row."
+        ) from None
+    except OSError as exc:
         if storage.is_remote(source):
             raise storage.input_error(spec.file_name, source, exc, storage_options) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            f"{spec.file_name}: cannot read {source} ({type(exc).__name__}: {first}). "
-            "Hint: the files must be readable UTF-8 text; check the export's encoding."
+        detail = exc.strerror or str(exc) or type(exc).__name__
+        raise TransientError(
+            f"{spec.file_name}: reading {source} failed ({detail}). "
+            "Hint: check the disk or mount that holds the input; the run is safe to retry."
         ) from None
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def _first_match(rules: list[Rule]) -> tuple[pl.Expr, pl.Expr]:
-    """Reason and column of the first rule whose condition holds (null if none).
-
-    Each condition is evaluated once, into the index of the first hit; the two labels are
-    then picked by that index. (Not ``replace_strict``: it does not stream, and costs GBs.)
-    """
-    hit = pl.coalesce(
-        pl.when(cond.fill_null(False)).then(pl.lit(i, pl.UInt8)) for i, (cond, _, _) in enumerate(rules)
-    )
-
-    def label(values: list[str | None]) -> pl.Expr:
-        chain: Any = pl.when(hit == 0).then(pl.lit(values[0], pl.String))
-        for i, value in enumerate(values[1:], start=1):
-            chain = chain.when(hit == i).then(pl.lit(value, pl.String))
-        result: pl.Expr = chain.otherwise(pl.lit(None, pl.String))
-        return result
-
-    return label([code.value for _, code, _ in rules]), label([col for _, _, col in rules])
-
-
-def parse_date(text: pl.Expr) -> pl.Expr:
-    """``YYYY-MM-DD`` -> Date, null unless well formed and a real calendar date (years 1-9999)."""
-    shaped = text.str.contains(DATE_PATTERN) & (text.str.slice(0, 4) != "0000")
-    return pl.when(shaped).then(text.str.to_date("%Y-%m-%d", strict=False))
-
-
-def parse_timestamp(text: pl.Expr) -> pl.Expr:
-    """A contract timestamp -> UTC Datetime(us), null unless valid (section 1)."""
-    return timestamp_from_parts(timestamp_parts(text))
-
-
-def timestamp_parts(text: pl.Expr) -> pl.Expr:
-    """One regex pass that validates a timestamp and splits it (a struct; null if invalid).
-
-    Keep it in a column of its own: Polars would otherwise run the regex once per part.
-    """
-    return text.str.extract_groups(TIMESTAMP_PATTERN)
-
-
-def timestamp_from_parts(parts: pl.Expr) -> pl.Expr:
-    """The UTC instant of :func:`timestamp_parts`: integer arithmetic on the parts.
-
-    About ten times faster than building a canonical string for ``str.to_datetime``.
-    """
-
-    def part(i: int) -> pl.Expr:
-        return parts.struct.field(str(i))
-
-    def number(i: int) -> pl.Expr:
-        return part(i).cast(pl.Int64, strict=False).fill_null(0)
-
-    day = pl.when(part(1).str.slice(0, 4) != "0000").then(part(1).str.to_date("%Y-%m-%d", strict=False))
-    fraction = part(5).str.pad_end(6, "0").cast(pl.Int64, strict=False).fill_null(0)
-    micros = ((number(2) * 60 + number(3)) * 60 + number(4)) * 1_000_000 + fraction
-    offset_minutes = (number(8) * 60 + number(9)) * pl.when(part(7) == "-").then(-1).otherwise(1)
-    instant = day.cast(pl.Datetime("us")) + pl.duration(microseconds=micros - offset_minutes * 60_000_000)
-    # An offset can push the instant out of the years 1..9999 (no calendar date there).
-    return pl.when(instant.dt.year().is_between(1, 9999)).then(instant.dt.replace_time_zone("UTC"))
-
-
-def _money(text: pl.Expr) -> pl.Expr:
-    return pl.when(text.str.contains(MONEY_PATTERN)).then(text.cast(MONEY, strict=False))
-
-
-def _typed(name: str) -> str:
-    return f"_typed_{name}"
-
-
-def _check_customers(
-    c: Callable[[str], pl.Expr], t: Callable[[str], pl.Expr]
-) -> tuple[dict[str, pl.Expr], list[Rule]]:
-    typed = {"signup_date": parse_date(c("signup_date"))}
-    rules: list[Rule] = [
-        (c("customer_id").is_null(), Reason.MISSING_VALUE, "customer_id"),
-        (c("signup_date").is_null(), Reason.MISSING_VALUE, "signup_date"),
-        (t("signup_date").is_null(), Reason.BAD_DATE, "signup_date"),
-    ]
-    return typed, rules
-
-
-def _check_orders(
-    c: Callable[[str], pl.Expr], t: Callable[[str], pl.Expr]
-) -> tuple[dict[str, pl.Expr], list[Rule]]:
-    typed = {
-        "_ts_parts": timestamp_parts(c("order_ts")),
-        "order_ts": timestamp_from_parts(t("_ts_parts")),
-        "status": c("status").str.to_lowercase(),
-    }
-    rules: list[Rule] = [
-        *((c(name).is_null(), Reason.MISSING_VALUE, name) for name in ORDERS.required),
-        (t("order_ts").is_null(), Reason.BAD_TIMESTAMP, "order_ts"),
-        (~t("status").is_in(STATUSES), Reason.BAD_STATUS, "status"),
-    ]
-    return typed, rules
-
-
-def _check_items(
-    c: Callable[[str], pl.Expr], t: Callable[[str], pl.Expr]
-) -> tuple[dict[str, pl.Expr], list[Rule]]:
-    qty_text = c("quantity")
-    qty = pl.when(qty_text.str.contains(QUANTITY_PATTERN)).then(qty_text.cast(pl.Int64, strict=False))
-    typed = {
-        "quantity": pl.when(qty.is_between(1, QUANTITY_MAX)).then(qty),
-        "unit_price": _money(c("unit_price")),
-        "discount": pl.when(c("discount").is_null())
-        .then(pl.lit(0).cast(MONEY))
-        .otherwise(_money(c("discount"))),
-    }
-    rules: list[Rule] = [
-        *((c(name).is_null(), Reason.MISSING_VALUE, name) for name in ORDER_ITEMS.required),
-        (t("quantity").is_null(), Reason.BAD_QUANTITY, "quantity"),
-        (t("unit_price").is_null(), Reason.BAD_MONEY, "unit_price"),
-        (t("discount").is_null(), Reason.BAD_MONEY, "discount"),
-        (t("discount") > t("quantity") * t("unit_price"), Reason.DISCOUNT_EXCEEDS_AMOUNT, "discount"),
-    ]
-    return typed, rules
-
-
-_CHECKS = {"customers": _check_customers, "orders": _check_orders, "order_items": _check_items}
-
-
-def _with_each(frame: pl.LazyFrame, columns: dict[str, pl.Expr]) -> pl.LazyFrame:
-    for name, expr in columns.items():
-        frame = frame.with_columns(expr.alias(name))
-    return frame
-
-
-def check_fields(fields: pl.LazyFrame, spec: InputFile, present: set[str]) -> pl.LazyFrame:
-    """Split records (``LINE``, ``ROW``, ``MALFORMED``, text fields) -> typed columns + first reason.
-
-    ``present`` names the contract columns the file has; a missing optional one reads as null.
-    """
-
-    def text(name: str) -> pl.Expr:
-        return pl.col(name) if name in present else pl.lit(None, pl.String).alias(name)
-
-    def typed(name: str) -> pl.Expr:
-        return pl.col(_typed(name))
-
-    parsed, rules = _CHECKS[spec.name](text, typed)
-    reason, column = _first_match([(pl.col(MALFORMED), Reason.MALFORMED_ROW, None), *rules])
-    schema = VALID_SCHEMAS[spec.name]
-    return (
-        # One column per step, so that later steps read earlier results instead of redoing them.
-        _with_each(fields, {_typed(name): expr for name, expr in parsed.items()})
-        .with_columns(reason.alias(REASON), column.alias(COLUMN))
-        .select(
-            pl.col(LINE).cast(pl.Int64),
-            *(
-                (pl.col(ROW) if name == ROW else typed(name) if name in parsed else text(name))
-                .cast(schema[name])
-                .alias(name)
-                for name in schema.names()
-            ),
-            REASON,
-            COLUMN,
-        )
-    )
-
-
-def _lines(header: Header, storage_options: Mapping[str, str] | None) -> pl.LazyFrame:
-    """The physical data lines of a file (``LINE`` >= 1, ``TEXT``), streamed."""
-    return (
-        pl.scan_lines(
-            header.location,
-            name=TEXT,
-            row_index_name=LINE,
-            storage_options=storage.polars_options(storage_options, header.location),
-        )
-        .with_columns(pl.col(LINE).cast(pl.Int64))
-        .filter(pl.col(LINE) > 0)
-    )
-
-
 # --------------------------------------------------------------------------- the stage
-
-
-@dataclass
-class _FileWork:
-    """One file's structure: its exceptional lines, multi-line records and line count."""
-
-    header: Header
-    exceptional: Path
-    n_lines: int
-    n_exceptional: int
-    plan: records.LinePlan
-    spans: pl.DataFrame | None
-
-    @property
-    def wanted(self) -> dict[str, int]:
-        spec = self.header.spec
-        return {name: self.header.positions[name] for name in spec.columns if name in self.header.positions}
 
 
 def extract(
@@ -373,131 +219,107 @@ def extract(
     *,
     delimiter: str = ",",
     storage_options: Mapping[str, str] | None = None,
+    chunk_bytes: int = 0,
+    threads: int = 0,
 ) -> ExtractResult:
     """Validate the three input files and stage valid rows and rejects under ``run_dir``.
 
-    Files are done in contract order (customers, orders, items) so each foreign key is
-    checked against the rows staged just before.
+    Every header is checked before any row is read; files are then done in contract order
+    (customers, orders, items) so each foreign key is checked against the rows staged just
+    before.
 
     Raises:
-        InputError: a file is missing or lacks a required column (nothing is staged).
+        InputError: a file is missing, unreadable or lacks a required column (nothing is staged).
     """
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
     headers = {
-        spec.name: read_header(spec, input_location, delimiter, storage_options) for spec in INPUT_FILES
+        spec.name: open_input(
+            spec, input_location, delimiter, storage_options, chunk_bytes=chunk_bytes, threads=threads
+        )
+        for spec in INPUT_FILES
     }
     work_dir = run_dir / "_work"
     work_dir.mkdir(parents=True, exist_ok=True)
     cutoff = as_of_cutoff(as_of)
     counts: dict[str, FileCounts] = {}
     valid_paths: dict[str, str] = {}
-    reject_parts: list[Path] = []
-    work: dict[str, _FileWork] = {}
+    reject_parts: dict[str, Path] = {}
     for spec in INPUT_FILES:
-        t0 = time.perf_counter()
         header = headers[spec.name]
-        with _reading(spec, header.location, storage_options):
-            item = _scan_structure(header, work_dir, delimiter, storage_options)
-            work[spec.name] = item
-            checked = check_fields(_fields(item, delimiter, storage_options), spec, set(item.wanted))
-            if spec.key is not None:
-                # Duplicates need the whole file: stage the checked rows once (Arrow IPC: a
-                # third of Parquet's write cost, and only we read it), then resolve from there.
-                # Items have no key: their foreign key is joined straight from the CSV stream
-                # (measured at 28M items: 28 CPU-s and 1.6 GB, against 39 CPU-s and 1.9 GB).
-                checked_path = work_dir / f"{spec.name}.checked.arrow"
-                stage.sink_ipc(checked, checked_path)
-                checked = pl.scan_ipc(checked_path)
-            out = run_dir / f"{spec.name}.parquet"
-            rejects_part = work_dir / f"{spec.name}.rejects.parquet"
-            counts[spec.name] = _resolve(spec, checked, out, rejects_part, run_dir, cutoff)
+        checked = work_dir / f"{spec.name}.checked.arrow"
+        _scan(header, checked, storage_options)
+        out = run_dir / f"{spec.name}.parquet"
+        rejects_part = work_dir / f"{spec.name}.rejects.parquet"
+        t0 = time.perf_counter()
+        counts[spec.name] = _resolve(spec, pl.scan_ipc(checked), out, rejects_part, run_dir, cutoff)
+        log.info("%s: resolved duplicates and keys in %.2f s", spec.file_name, time.perf_counter() - t0)
         valid_paths[spec.name] = str(out)
-        reject_parts.append(rejects_part)
-        timings[spec.name] = time.perf_counter() - t0
+        reject_parts[spec.name] = rejects_part
+        checked.unlink(missing_ok=True)
 
-    t0 = time.perf_counter()
     rejects_path = run_dir / "rejects.parquet"
-    _write_rejects(reject_parts, work, rejects_path, storage_options)
-    timings["rejects"] = time.perf_counter() - t0
-    return ExtractResult(valid_paths, str(rejects_path), counts, time.perf_counter() - started, timings)
+    _write_rejects(reject_parts, headers, rejects_path, storage_options)
+    return ExtractResult(valid_paths, str(rejects_path), counts)
 
 
-def _scan_structure(
-    header: Header, work_dir: Path, delimiter: str, storage_options: Mapping[str, str] | None
-) -> _FileWork:
-    """Pass one: find the lines a plain split cannot read, and the multi-line records."""
-    spec = header.spec
-    exceptional = work_dir / f"{spec.name}.exceptional.parquet"
-    lines = _lines(header, storage_options)
-    tmp = stage.temporary(exceptional)
+#: Seconds between progress lines while a file is scanned.
+PROGRESS_EVERY = 10.0
+
+
+def _scan(header: Header, out: Path, storage_options: Mapping[str, str] | None) -> None:
+    """Scan one file into an Arrow IPC work file (LZ4: streamed back with bounded memory)."""
+    import pyarrow as pa
+
+    spec, scan = header.spec, header.scan
+    log.info("%s: scanning %s", spec.file_name, header.location)
+    started = last = time.perf_counter()
+    tmp = stage.temporary(out)
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    writer: pa.ipc.RecordBatchFileWriter | None = None
     try:
-        _, totals = pl.collect_all(
-            [
-                records.exceptional_lines(lines, header.n_fields, delimiter).sink_parquet(tmp, lazy=True),
-                lines.select(pl.len().alias("lines")),
-            ],
-            engine="streaming",
-        )
-        stage.commit(tmp, exceptional)
+        with _reading(spec, header.location, storage_options):
+            for batch in scan.batches(header.slots()):
+                if writer is None:
+                    writer = pa.ipc.new_file(tmp, batch.schema, options=options)
+                writer.write_batch(batch)
+                now = time.perf_counter()
+                if now - last >= PROGRESS_EVERY:
+                    last = now
+                    log.info(
+                        "%s: %d rows, %.0f MB read (%.0f MB/s)",
+                        spec.file_name,
+                        scan.rows,
+                        scan.bytes_read / 1e6,
+                        scan.bytes_read / 1e6 / (now - started),
+                    )
+            if writer is None:
+                empty = native.empty_batch(spec.name)
+                writer = pa.ipc.new_file(tmp, empty.schema, options=options)
+            writer.close()
+            writer = None
+        stage.commit(tmp, out)
     finally:
+        if writer is not None:
+            writer.close()
         tmp.unlink(missing_ok=True)
-    n_lines = int(totals.item()) + 1  # with the header
-    found = pl.scan_parquet(exceptional)
-    n_exceptional = found.select(pl.len()).collect().item()
-    # Multi-line records and blank lines are among the exceptional lines (small in practice).
-    special = found.filter(
-        (pl.col(TEXT).str.count_matches('"', literal=True) % 2 == 1) | (pl.col(TEXT).str.len_bytes() == 0)
-    ).collect(engine="streaming")
-    plan = records.plan_lines(special, delimiter, n_lines)
-    spans = None
-    if len(plan.span_starts):
-        spans = records.span_records(lines, plan).collect(engine="streaming")
-        log.info("%s: %d multi-line records", spec.file_name, spans.height)
-    return _FileWork(header, exceptional, n_lines, n_exceptional, plan, spans)
-
-
-def _fields(item: _FileWork, delimiter: str, storage_options: Mapping[str, str] | None) -> pl.LazyFrame:
-    """Every record of the file split into fields, with its row number (pass two's source)."""
-    header, plan, wanted = item.header, item.plan, item.wanted
-    line = pl.col(LINE)
-    single = ~plan.in_span(line) & (pl.col(TEXT).str.len_bytes() > 0)  # blank lines are no record
-    n_data = item.n_lines - 1
-    if item.n_exceptional * 2 > n_data:
-        # Mostly quoted (e.g. every field quoted): split every line ourselves.
-        parts = [
-            records.split_fields(
-                _lines(header, storage_options).filter(single), header.n_fields, delimiter, wanted
-            )
-        ]
-    else:
-        native = records.native_fields(
-            header.location,
-            header.n_fields,
-            delimiter,
-            wanted,
-            storage.polars_options(storage_options, header.location),
-        ).filter(~plan.in_span(line))
-        exceptional = pl.scan_parquet(item.exceptional)
-        if item.n_exceptional:
-            native = native.join(exceptional.select(LINE), on=LINE, how="anti", maintain_order="left")
-        parts = [native, records.split_fields(exceptional.filter(single), header.n_fields, delimiter, wanted)]
-    if item.spans is not None:
-        parts.append(records.split_fields(item.spans.lazy(), header.n_fields, delimiter, wanted))
-    columns = [LINE, MALFORMED, *wanted]
-    return pl.concat([part.select(columns) for part in parts]).with_columns(plan.row_number(line).alias(ROW))
+    seconds = time.perf_counter() - started
+    log.info(
+        "%s: scanned %d rows, %.1f MB in %.2f s",
+        spec.file_name,
+        scan.rows,
+        scan.bytes_read / 1e6,
+        seconds,
+    )
 
 
 def _conflicts(ok: pl.LazyFrame, key: str, compare: list[str]) -> pl.DataFrame:
     """Keys on several valid rows: whether those rows differ, and the first row number.
 
-    Repeated keys are found by a 64-bit hash first (an integer group-by: a fraction of the
-    memory of grouping 10M text ids); a collision only adds a candidate, which the exact
-    group-by on the text key of the few candidate rows then sorts out.
+    Repeated keys are found by the scanner's 64-bit key hash first (an integer group-by: a
+    fraction of the memory of grouping 10M text ids); a collision only adds a candidate,
+    which the exact group-by on the text key of the few candidate rows then sorts out.
     """
-    hashed = pl.col(key).hash().alias("_key_hash")
-    repeated = ok.group_by(hashed).agg(pl.len().alias("_n")).filter(pl.col("_n") > 1).select("_key_hash")
-    candidates = ok.with_columns(hashed).join(repeated, on="_key_hash", how="semi")
+    repeated = ok.group_by(KEY_HASH).agg(pl.len().alias("_n")).filter(pl.col("_n") > 1).select(KEY_HASH)
+    candidates = ok.join(repeated, on=KEY_HASH, how="semi")
     return (
         candidates.group_by(key)
         .agg(
@@ -514,10 +336,7 @@ def _conflicts(ok: pl.LazyFrame, key: str, compare: list[str]) -> pl.DataFrame:
 def _resolve(
     spec: InputFile, recs: pl.LazyFrame, out: Path, rejects_out: Path, run_dir: Path, cutoff: pl.Expr
 ) -> FileCounts:
-    """Duplicates and foreign keys for one file; stage valid rows and rejects; count.
-
-    ``recs`` is the checked file: its work file (keyed files) or the CSV stream (items).
-    """
+    """Duplicates and foreign keys for one file; stage valid rows and rejects; count."""
     reason = pl.col(REASON)
     dropped = pl.lit(False)
     after = pl.lit(False)
@@ -567,8 +386,7 @@ def _resolve(
         after = pl.col("_after").fill_null(False)
 
     # One streaming query, three outputs sharing the scan and the joins. This only stays in
-    # bounded memory because every join keeps the left order: with unordered joins the
-    # sinks buffered gigabytes (measured at 28M items: 1.6 GB and 27 CPU-s this way).
+    # bounded memory because every join keeps the left order.
     valid = pl.col(REASON).is_null() & ~dropped
     tmp_out, tmp_rejects = stage.temporary(out), stage.temporary(rejects_out)
     try:
@@ -583,7 +401,9 @@ def _resolve(
                     pl.col(ROW),
                     pl.col(REASON).alias("reason"),
                     pl.col(COLUMN).alias("column"),
-                    pl.col(LINE),
+                    RAW,
+                    OFFSET,
+                    LENGTH,
                 )
                 .sink_parquet(tmp_rejects, lazy=True),
                 recs.select(
@@ -632,27 +452,58 @@ def _check_parent(recs: pl.LazyFrame, dropped: pl.Expr, code: Reason, column: st
     )
 
 
+# --------------------------------------------------------------------------- rejects
+
+#: Longest raw text kept with a reject (as the scanner does: native RAW_LIMIT).
+RAW_LIMIT = 64 * 1024
+
+
 def _write_rejects(
-    parts: list[Path], work: dict[str, _FileWork], out: Path, storage_options: Mapping[str, str] | None
+    parts: dict[str, Path], headers: dict[str, Header], out: Path, storage_options: Mapping[str, str] | None
 ) -> None:
-    """Concatenate the per-file rejects, each with its record's text as it is in the file."""
+    """Concatenate the per-file rejects (by file name, then row), streamed.
+
+    Rows rejected by the scanner carry their raw text already. Rows rejected later
+    (duplicates, foreign keys) carry their record's byte range, and their text is read back
+    from those ranges only: no second pass over the file.
+    """
     frames = []
-    for spec, part in zip(INPUT_FILES, parts, strict=True):
-        rejects = pl.read_parquet(part)
-        item = work[spec.name]
-        if rejects.height:
-            # One targeted pass over the file's lines fetches the raw text of the rejected rows.
-            texts = (
-                _lines(item.header, storage_options)
-                .join(rejects.select(LINE).lazy(), on=LINE, how="semi")
-                .collect(engine="streaming")
+    for spec in sorted(INPUT_FILES, key=lambda s: s.file_name):
+        part = pl.scan_parquet(parts[spec.name])
+        late = part.filter(pl.col(RAW).is_null()).select(ROW, OFFSET, LENGTH).collect()
+        if late.height:
+            header = headers[spec.name]
+            with _reading(spec, header.location, storage_options):
+                texts = _read_ranges(header.location, late, storage_options)
+            part = part.join(texts.lazy(), on=ROW, how="left", maintain_order="left").with_columns(
+                pl.coalesce(RAW, "_fetched").alias(RAW)
             )
-            if item.spans is not None:  # a multi-line record's text is all of its lines
-                texts = pl.concat(
-                    [texts.filter(~item.plan.in_span(pl.col(LINE))), item.spans.select(LINE, TEXT)]
-                )
-            rejects = rejects.join(texts, on=LINE, how="left").rename({TEXT: "raw"})
-        else:
-            rejects = rejects.with_columns(pl.lit(None, pl.String).alias("raw"))
-        frames.append(rejects.select(REJECTS_SCHEMA.names()))
-    stage.write_parquet(pl.concat(frames).sort("file", "row").cast(REJECTS_SCHEMA), out)
+        frames.append(part.select("file", ROW, "reason", "column", pl.col(RAW).alias("raw")))
+    stage.sink_parquet(pl.concat(frames).cast(REJECTS_SCHEMA), out)
+
+
+def _read_ranges(
+    location: str, ranges: pl.DataFrame, storage_options: Mapping[str, str] | None
+) -> pl.DataFrame:
+    """The raw text of records at (``_offset``, ``_length``), as a frame of ``row``, ``_fetched``."""
+    texts: list[str] = []
+
+    def shown(data: bytes) -> str:
+        head = data[:RAW_LIMIT].decode("utf-8", "backslashreplace")
+        return head + (f"... [{len(data) - RAW_LIMIT} more bytes]" if len(data) > RAW_LIMIT else "")
+
+    spans = ranges.select(OFFSET, LENGTH).rows()
+    if storage.is_remote(location):
+        filesystem, path = storage.filesystem(location, storage_options)
+        with filesystem.open_input_file(path) as handle:
+            texts = [shown(handle.read_at(length, offset)) for offset, length in spans]
+    else:
+        fd = os.open(storage.local_path(location), os.O_RDONLY)
+        try:
+            texts = [shown(os.pread(fd, length, offset)) for offset, length in spans]
+        finally:
+            os.close(fd)
+    return pl.DataFrame({ROW: ranges[ROW], "_fetched": texts}, schema={ROW: pl.Int64, "_fetched": pl.String})
+
+
+__all__ = ["ExtractResult", "FileCounts", "Header", "extract", "open_input", "printable"]

@@ -7,6 +7,8 @@ with it on small generated inputs; it is never meant to be fast.
 
 Decisions where the contract is silent (the pipeline implements the same):
 
+* A record that is not valid UTF-8 is malformed; a UTF-16 file, a header that is not UTF-8
+  or a header line with bare CR line ends fails the run.
 * Physical lines are split on ``"\\n"`` only, a trailing ``"\\r"`` is removed, and a line that
   is then empty is skipped and takes no row number (unless it is inside a quoted field).
 * A line that ends inside a quoted field (read from a record start) opens a multi-line
@@ -110,20 +112,35 @@ class ReferenceResult:
 
 
 def _read_lines(input_dir: Path, spec: InputFile) -> list[str]:
-    """The file's physical lines: UTF-8, BOM removed, split on LF, a trailing CR removed."""
+    """The file's physical lines: BOM removed, split on LF, a trailing CR removed.
+
+    Bytes are decoded as UTF-8 with ``surrogateescape``: an invalid byte becomes a lone
+    surrogate (never a quote or a delimiter), so framing works on the bytes as they are and
+    a record holding one is malformed (contract section 1).
+    """
     path = input_dir / spec.file_name
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         msg = f"{spec.file_name}: file not found at {path}; hint: the input folder must hold {spec.file_name}"
         raise InputError(msg) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        msg = f"{spec.file_name}: not valid UTF-8 at byte {error.start}; hint: re-encode the file as UTF-8"
-        raise InputError(msg) from None
-    text = text.removeprefix("\ufeff")
-    return [line.removesuffix("\r") for line in text.split("\n")]
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        msg = f"{spec.file_name}: the file is UTF-16, not UTF-8; hint: re-encode the file as UTF-8"
+        raise InputError(msg)
+    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if _not_utf8(lines[0]):
+        msg = f"{spec.file_name}: the header is not valid UTF-8; hint: re-encode the file as UTF-8"
+        raise InputError(msg)
+    if "\r" in lines[0]:
+        msg = f"{spec.file_name}: the header line holds bare CR line ends; hint: use LF or CRLF"
+        raise InputError(msg)
+    return lines
+
+
+def _not_utf8(text: str) -> bool:
+    """Whether ``text`` held bytes that are not UTF-8 (lone surrogates from the decoding)."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def _header(line: str, delimiter: str) -> list[str]:
@@ -239,7 +256,7 @@ def _read_file(input_dir: Path, spec: InputFile, delimiter: str) -> _File:
             raise InputError(msg)
     rows: list[tuple[int, Values | None]] = []
     for row, text in _records(lines, delimiter):
-        fields = _split(text, delimiter, len(names))
+        fields = None if _not_utf8(text) else _split(text, delimiter, len(names))
         if fields is None:
             rows.append((row, None))
             continue

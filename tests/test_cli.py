@@ -128,11 +128,25 @@ def test_error_text_with_brackets_is_shown_literally(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_a_file_that_is_not_utf8_exits_2_naming_it(tmp_path: Path) -> None:
+def test_a_row_that_is_not_utf8_is_rejected_and_the_run_goes_on(tmp_path: Path) -> None:
+    """CONTRACT.md 1.1: a data row that is not valid UTF-8 is a malformed_row (it used to fail the run)."""
     inputs = tmp_path / "in"
     shutil.copytree(SAMPLE, inputs)
     with (inputs / "order_items.csv").open("ab") as items:
         items.write(b"O1,s,1,\xff\xfe,\n")  # Latin-1 bytes in a UTF-8 export
+    done = fastclv(
+        "run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load"
+    )
+    assert done.returncode == 0, done.stderr
+    rejects = pl.read_parquet(tmp_path / "s" / "2025-12-31" / "rejects.parquet")
+    last = rejects.filter(pl.col("file") == "order_items.csv").sort("row").tail(1)
+    assert last.select("reason", "raw").rows() == [("malformed_row", "O1,s,1,\\xff\\xfe,")]
+
+
+def test_a_header_that_is_not_utf8_exits_2_naming_the_file(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    shutil.copytree(SAMPLE, inputs)
+    (inputs / "order_items.csv").write_bytes(b"order_id,sku,quantity,unit_pr\xefce\n")
     done = fastclv(
         "run", "--input", str(inputs), "--staging", str(tmp_path / "s"), "--as-of", "2025-12-31", "--no-load"
     )

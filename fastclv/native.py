@@ -1,0 +1,81 @@
+"""The typed face of the compiled scanner (``fastclv._native``, built from ``native/``).
+
+The rest of the library imports this module, never the extension itself. A scan yields
+Arrow record batches of one file, in file order, with the contract's typed columns, the
+row number, the first failing reason and column, the raw text of rejected rows, each
+record's byte range, and 64-bit key hashes for joins (see ``native/core/src/check.rs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from fastclv import _native
+
+#: Columns every batch carries besides the typed contract columns.
+REASON = "_reason"
+COLUMN = "_column"
+RAW = "_raw"
+OFFSET = "_offset"
+LENGTH = "_length"
+KEY_HASH = "_key_hash"
+PARENT_HASH = "_parent_hash"
+
+FormatError = _native.FormatError
+InternalError = _native.InternalError
+
+
+class Scan:
+    """One input file: its header at once, then its batches.
+
+    Args:
+        source: a local path, or a binary file object (object storage: streamed, never
+            copied whole).
+        kind: ``customers``, ``orders`` or ``order_items``.
+        delimiter: one ASCII character.
+        chunk_bytes, threads: tuning (0 = defaults: 8 MiB chunks, every core).
+
+    Raises:
+        FormatError: the file is not UTF-8 CSV text with a header (named cause).
+        OSError: the source cannot be read.
+    """
+
+    def __init__(
+        self, source: str | Any, kind: str, delimiter: str = ",", *, chunk_bytes: int = 0, threads: int = 0
+    ) -> None:
+        self._scan = _native.Scan(source, kind, delimiter, chunk_bytes, threads)
+
+    @property
+    def names(self) -> list[str]:
+        """The header's field names, unquoted and trimmed, in file order."""
+        return list(self._scan.names)
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the file read so far."""
+        return int(self._scan.bytes_read)
+
+    @property
+    def rows(self) -> int:
+        """Data rows numbered so far."""
+        return int(self._scan.rows)
+
+    def batches(self, positions: list[int | None]) -> Iterator[pa.RecordBatch]:
+        """Scan the data rows; ``positions`` gives each contract column's field index."""
+        self._scan.start(positions)
+        for step in self._scan:
+            for batch in step:
+                yield pa.record_batch(batch)
+
+
+def empty_batch(kind: str) -> pa.RecordBatch:
+    """A batch of no rows with the schema of ``kind``'s batches."""
+    return pa.record_batch(_native.empty_batch(kind))
+
+
+def version() -> str:
+    """The native core's version."""
+    return str(_native.version())

@@ -1,0 +1,605 @@
+//! The scan driver: a byte stream -> header + typed Arrow batches, on every core, in bounded
+//! memory.
+//!
+//! Each step reads about `threads * chunk_bytes` more bytes after the carried-over tail, cuts
+//! the buffer at its last LF and splits it into one chunk per thread at line starts. Every
+//! chunk is parsed in parallel *as if* it started at a record start; it also notes where it
+//! would get back to a record start if it began inside an open multi-line record
+//! ([`csv::resync_from_open`]). The chunks are then stitched in order: a chunk that really
+//! starts inside a record that an earlier chunk left open drops its records before the
+//! resync point (or is re-parsed from there when its speculative parse did not pass through
+//! that point), and the record that crosses the boundary is framed once, from its start.
+//! A record still open at the end of the buffer is carried into the next step, so memory
+//! holds one step's bytes (plus at most one long record), never the file.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_schema::ArrowError;
+use memchr::{memchr, memrchr};
+
+use crate::check::{Columns, Kind};
+use crate::csv::{frame, joined_text, resync_from_open, Dialect, Field, Framed, Span, Tokenized};
+use crate::values::trim;
+
+/// Longest header line read before giving up (a file with no line end, `/dev/zero`, ...).
+pub const HEADER_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Longest record kept whole: a longer one (an unclosed quote that would swallow the rest of
+/// the file) is a `malformed_row` with the start of its text, and memory stays bounded.
+pub const RECORD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Why a scan stopped.
+#[derive(Debug)]
+pub enum ScanError {
+    /// Reading the source failed.
+    Io(io::Error),
+    /// The file is not CSV text we can read (encoding, header): a message for the user.
+    Format(String),
+    /// Building a batch failed (a bug, never bad input).
+    Arrow(ArrowError),
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScanError::Io(e) => write!(f, "read error: {e}"),
+            ScanError::Format(m) => f.write_str(m),
+            ScanError::Arrow(e) => write!(f, "internal error while building a batch: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+impl From<io::Error> for ScanError {
+    fn from(e: io::Error) -> Self {
+        ScanError::Io(e)
+    }
+}
+
+impl From<ArrowError> for ScanError {
+    fn from(e: ArrowError) -> Self {
+        ScanError::Arrow(e)
+    }
+}
+
+/// Which header field feeds each contract column of a kind.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub kind: Kind,
+    /// Number of fields in the header: any other count is a malformed row.
+    pub n_fields: usize,
+    /// Per slot of [`Kind::columns`]: the 0-based field index, or None when the (optional)
+    /// column is not in the file.
+    pub positions: Vec<Option<usize>>,
+}
+
+impl Layout {
+    /// The layout of a header by name: the first field of each name wins. Errors name the
+    /// first required column that is missing.
+    pub fn from_header(kind: Kind, names: &[String]) -> Result<Layout, &'static str> {
+        let mut positions = Vec::new();
+        for (slot, column) in kind.columns().iter().enumerate() {
+            let found = names.iter().position(|n| n == column);
+            if found.is_none() && slot < kind.n_required() {
+                return Err(column);
+            }
+            positions.push(found);
+        }
+        Ok(Layout {
+            kind,
+            n_fields: names.len(),
+            positions,
+        })
+    }
+}
+
+/// Tuning of a scan.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// Bytes per chunk (one chunk per thread per step).
+    pub chunk_bytes: usize,
+    /// Worker threads (>= 1).
+    pub threads: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Tuning {
+            chunk_bytes: 8 * 1024 * 1024,
+            threads,
+        }
+    }
+}
+
+/// Read the header line: BOM and encoding checks, then its field names (unquoted, trimmed).
+///
+/// Returns the names and the bytes read past the header line (the start of the data).
+pub fn read_header<R: Read>(
+    reader: &mut R,
+    dialect: &Dialect,
+) -> Result<(Vec<String>, Vec<u8>), ScanError> {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let line_end = loop {
+        if let Some(p) = memchr(b'\n', &buf) {
+            break p;
+        }
+        if buf.len() > HEADER_LIMIT {
+            return Err(ScanError::Format(format!(
+                "no line end in the first {} MiB: this is not a CSV file with a header row",
+                HEADER_LIMIT >> 20
+            )));
+        }
+        let n = read_some(reader, &mut chunk)?;
+        if n == 0 {
+            break buf.len();
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let rest = buf
+        .get(line_end + 1..)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    let mut line = &buf[..line_end];
+    if line.starts_with(&[0xFF, 0xFE]) || line.starts_with(&[0xFE, 0xFF]) {
+        return Err(ScanError::Format(
+            "the file starts with a UTF-16 byte order mark: it is UTF-16, not UTF-8 text".into(),
+        ));
+    }
+    if let Some(stripped) = line.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
+        line = stripped;
+    }
+    if let Some(stripped) = line.strip_suffix(b"\r") {
+        line = stripped;
+    }
+    if line.is_empty() && rest.is_empty() {
+        return Err(ScanError::Format(
+            "the file is empty: the first row must be a header".into(),
+        ));
+    }
+    if memchr(b'\r', line).is_some() {
+        return Err(ScanError::Format(
+            "the header line holds bare CR (carriage return) line ends: records must end with LF or CRLF".into(),
+        ));
+    }
+    if memchr(0, line).is_some() && memchr(0, line.get(1..).unwrap_or_default()).is_some() {
+        return Err(ScanError::Format(
+            "the header holds NUL bytes: the file looks like UTF-16 or binary data, not UTF-8 text"
+                .into(),
+        ));
+    }
+    let header = std::str::from_utf8(line).map_err(|e| {
+        ScanError::Format(format!(
+            "the header is not valid UTF-8 (at byte {}): the file must be UTF-8 text",
+            e.valid_up_to()
+        ))
+    })?;
+    let mut fields = Vec::new();
+    match dialect.tokenize(header.as_bytes(), &mut fields) {
+        Tokenized::Complete => {}
+        Tokenized::Malformed | Tokenized::OpenQuote => {
+            return Err(ScanError::Format(
+                "the header row is not valid CSV: check its quotes and the delimiter".into(),
+            ));
+        }
+    }
+    let names = fields
+        .iter()
+        .map(|f| {
+            let raw = &header[f.start as usize..f.end as usize];
+            let value = if f.escaped {
+                raw.replace("\"\"", "\"")
+            } else {
+                raw.to_string()
+            };
+            String::from_utf8_lossy(trim(value.as_bytes())).into_owned()
+        })
+        .collect();
+    Ok((names, rest))
+}
+
+fn read_some<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// What one chunk's parse produced.
+struct ChunkOut {
+    columns: Columns,
+    /// Start of each record, as buffer positions (for the stitcher).
+    starts: Vec<usize>,
+    /// End of each record including its line ending.
+    nexts: Vec<usize>,
+    /// Start of a record that is still open where the chunk ends.
+    pending: Option<usize>,
+}
+
+/// Reusable per-thread scratch space.
+#[derive(Default)]
+struct Scratch {
+    fields: Vec<Field>,
+    joined: Vec<u8>,
+    unescaped: Vec<Vec<u8>>,
+}
+
+struct Parser<'a> {
+    layout: &'a Layout,
+    dialect: Dialect,
+    /// File offset of buffer position 0.
+    base: u64,
+}
+
+impl Parser<'_> {
+    /// Parse the records that start in `buf[from..to]`, reading at most up to `to`.
+    fn parse(&self, buf: &[u8], from: usize, to: usize, at_eof: bool) -> ChunkOut {
+        let capacity = (to - from) / 48 + 16;
+        let mut out = ChunkOut {
+            columns: Columns::new(self.layout.kind, capacity),
+            starts: Vec::with_capacity(capacity),
+            nexts: Vec::with_capacity(capacity),
+            pending: None,
+        };
+        let mut scratch = Scratch::default();
+        let utf8_ok = std::str::from_utf8(&buf[from..to]).is_ok();
+        let view = &buf[..to];
+        let mut pos = from;
+        while pos < to {
+            match frame(&self.dialect, view, pos, at_eof, &mut scratch.fields) {
+                Framed::Blank { next } => pos = next,
+                Framed::Incomplete => {
+                    out.pending = Some(pos);
+                    break;
+                }
+                Framed::Record { span, tokenized } => {
+                    self.record(
+                        view,
+                        span,
+                        tokenized,
+                        utf8_ok,
+                        &mut scratch,
+                        &mut out.columns,
+                    );
+                    out.starts.push(span.start);
+                    out.nexts.push(span.next);
+                    pos = span.next;
+                }
+            }
+        }
+        out
+    }
+
+    /// Check one framed record and append it.
+    fn record(
+        &self,
+        buf: &[u8],
+        span: Span,
+        tokenized: Option<Tokenized>,
+        utf8_ok: bool,
+        scratch: &mut Scratch,
+        columns: &mut Columns,
+    ) {
+        let raw = &buf[span.start..span.end];
+        let offset = (self.base + span.start as u64) as i64;
+        if !utf8_ok && std::str::from_utf8(raw).is_err() {
+            columns.push_malformed(raw, offset);
+            return;
+        }
+        let Scratch {
+            fields,
+            joined,
+            unescaped,
+        } = scratch;
+        let (text, tokenized): (&[u8], Tokenized) = match tokenized {
+            Some(t) => (raw, t),
+            None => {
+                joined_text(raw, joined);
+                let t = self.dialect.tokenize(joined, fields);
+                (joined.as_slice(), t)
+            }
+        };
+        if tokenized != Tokenized::Complete || fields.len() != self.layout.n_fields {
+            columns.push_malformed(raw, offset);
+            return;
+        }
+        let positions = &self.layout.positions;
+        unescaped.resize_with(positions.len(), Vec::new);
+        for (slot, position) in positions.iter().enumerate() {
+            if let Some(i) = position {
+                let f = fields[*i];
+                if f.escaped {
+                    unescape(
+                        &text[f.start as usize..f.end as usize],
+                        &mut unescaped[slot],
+                    );
+                }
+            }
+        }
+        let mut values: [Option<&[u8]>; 8] = [None; 8];
+        for (slot, position) in positions.iter().enumerate() {
+            if let Some(i) = position {
+                let f = fields[*i];
+                let value = if f.escaped {
+                    unescaped[slot].as_slice()
+                } else {
+                    &text[f.start as usize..f.end as usize]
+                };
+                let value = trim(value);
+                values[slot] = (!value.is_empty()).then_some(value);
+            }
+        }
+        columns.push_values(&values[..positions.len()], raw, offset);
+    }
+}
+
+fn unescape(quoted: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut start = 0;
+    while let Some(p) = memchr(b'"', &quoted[start..]) {
+        out.extend_from_slice(&quoted[start..start + p + 1]);
+        start += p + 2; // skip the second quote of the pair
+    }
+    out.extend_from_slice(&quoted[start.min(quoted.len())..]);
+}
+
+/// A streaming scan of one file's data rows (after its header).
+pub struct Scanner<R: Read> {
+    reader: R,
+    layout: Layout,
+    dialect: Dialect,
+    tuning: Tuning,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    base: u64,
+    eof: bool,
+    next_row: i64,
+    /// Inside a record longer than [`RECORD_LIMIT`], already rejected.
+    skipping: bool,
+    /// Bytes read from the source so far (header included).
+    pub bytes_read: u64,
+}
+
+impl<R: Read> Scanner<R> {
+    /// A scan that starts after the header: `rest` holds the bytes already read past it, and
+    /// `header_bytes` is the header's length in the file.
+    pub fn new(
+        reader: R,
+        layout: Layout,
+        dialect: Dialect,
+        tuning: Tuning,
+        rest: Vec<u8>,
+        header_bytes: u64,
+    ) -> Self {
+        let bytes_read = header_bytes + rest.len() as u64;
+        let tuning = Tuning {
+            chunk_bytes: tuning.chunk_bytes.max(1),
+            threads: tuning.threads.max(1),
+        };
+        Scanner {
+            reader,
+            layout,
+            dialect,
+            tuning,
+            buf: rest,
+            base: header_bytes,
+            eof: false,
+            next_row: 1,
+            skipping: false,
+            bytes_read,
+        }
+    }
+
+    /// Data rows numbered so far.
+    pub fn rows(&self) -> i64 {
+        self.next_row - 1
+    }
+
+    /// Read until the buffer holds `target` bytes or the source ends.
+    fn fill(&mut self, target: usize) -> io::Result<()> {
+        while !self.eof && self.buf.len() < target {
+            let len = self.buf.len();
+            self.buf.resize(target, 0);
+            let n = read_some(&mut self.reader, &mut self.buf[len..]);
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(e);
+                }
+            };
+            self.buf.truncate(len + n);
+            self.bytes_read += n as u64;
+            if n == 0 {
+                self.eof = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next batches in file order, or None at the end.
+    pub fn next_batches(&mut self) -> Result<Option<Vec<RecordBatch>>, ScanError> {
+        let step = self.tuning.chunk_bytes.saturating_mul(self.tuning.threads);
+        let mut target = self.buf.len() + step;
+        let cut = loop {
+            self.fill(target)?;
+            if self.eof {
+                break self.buf.len();
+            }
+            match memrchr(b'\n', &self.buf) {
+                Some(p) => break p + 1,
+                None => target = self.buf.len() + step, // one very long line: read on
+            }
+        };
+        if cut == 0 {
+            return Ok(None);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        if self.skipping {
+            // Inside an overlong record: its lines go on while its quote count is odd.
+            match resync_from_open(&buf[..cut]) {
+                None => {
+                    self.base += cut as u64;
+                    self.buf = buf.split_off(cut);
+                    return Ok(Some(Vec::new()));
+                }
+                Some(p) => {
+                    self.skipping = false;
+                    self.base += p as u64;
+                    self.buf = buf.split_off(p);
+                    return Ok(Some(Vec::new()));
+                }
+            }
+        }
+        let at_eof = self.eof && cut == buf.len();
+        let bounds = chunk_bounds(&buf[..cut], self.tuning.threads);
+        let parser = Parser {
+            layout: &self.layout,
+            dialect: self.dialect,
+            base: self.base,
+        };
+        let n = bounds.len();
+        let results: Vec<(ChunkOut, Option<usize>)> = std::thread::scope(|scope| {
+            let parser = &parser;
+            let buf = &buf;
+            let handles: Vec<_> = bounds
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(i, &(from, to))| {
+                    scope.spawn(move || {
+                        let resync = resync_from_open(&buf[from..to]).map(|p| from + p);
+                        (parser.parse(buf, from, to, at_eof && i == n - 1), resync)
+                    })
+                })
+                .collect();
+            let (from, to) = bounds[0];
+            let mut results = vec![(parser.parse(buf, from, to, at_eof && n == 1), None)];
+            for h in handles {
+                results.push(h.join().unwrap_or_else(|_| {
+                    // A panicking worker is a bug; parse its chunk again here so that the
+                    // panic (with its message) surfaces on this thread, where the binding
+                    // turns it into a Python error.
+                    panic!("a scanner worker thread panicked")
+                }));
+            }
+            results
+        });
+
+        let mut batches = Vec::new();
+        let mut pending: Option<usize> = None;
+        for (i, (chunk, resync)) in results.into_iter().enumerate() {
+            let to = bounds[i].1;
+            let last = i == n - 1;
+            let Some(open) = pending else {
+                pending = chunk.pending;
+                emit(&mut self.next_row, chunk.columns, 0, &mut batches)?;
+                continue;
+            };
+            // This chunk starts inside the record that starts at `open`.
+            let Some(p) = resync else {
+                continue; // the whole chunk is inside that record
+            };
+            let mut one = Columns::new(self.layout.kind, 1);
+            let mut scratch = Scratch::default();
+            match frame(&self.dialect, &buf[..p], open, true, &mut scratch.fields) {
+                Framed::Record { span, tokenized } => {
+                    parser.record(&buf, span, tokenized, false, &mut scratch, &mut one);
+                }
+                other => unreachable!("a record that resyncs at {p} must frame: {other:?}"),
+            }
+            emit(&mut self.next_row, one, 0, &mut batches)?;
+            let k = chunk.starts.partition_point(|&s| s < p);
+            let in_step =
+                (k == 0 || chunk.nexts[k - 1] <= p) && chunk.pending.is_none_or(|q| q >= p);
+            if in_step {
+                pending = chunk.pending;
+                emit(&mut self.next_row, chunk.columns, k, &mut batches)?;
+            } else {
+                let again = parser.parse(&buf, p, to, at_eof && last);
+                pending = again.pending;
+                emit(&mut self.next_row, again.columns, 0, &mut batches)?;
+            }
+        }
+
+        let carry_from = match pending {
+            Some(open) if at_eof => {
+                let mut one = Columns::new(self.layout.kind, 1);
+                let mut scratch = Scratch::default();
+                if let Framed::Record { span, tokenized } =
+                    frame(&self.dialect, &buf, open, true, &mut scratch.fields)
+                {
+                    parser.record(&buf, span, tokenized, false, &mut scratch, &mut one);
+                }
+                emit(&mut self.next_row, one, 0, &mut batches)?;
+                buf.len()
+            }
+            Some(open) if cut - open > RECORD_LIMIT => {
+                // An overlong record (an unclosed quote, most likely): reject it now with the
+                // start of its text, and skip the rest of it in the next steps.
+                let mut one = Columns::new(self.layout.kind, 1);
+                one.push_malformed(&buf[open..cut], (self.base + open as u64) as i64);
+                emit(&mut self.next_row, one, 0, &mut batches)?;
+                self.skipping = true;
+                cut
+            }
+            Some(open) => open,
+            None => cut,
+        };
+        self.base += carry_from as u64;
+        self.buf = buf.split_off(carry_from);
+        Ok(Some(batches))
+    }
+}
+
+/// Finish `columns` into a batch, dropping its first `skip` records, and number its rows
+/// from `next_row` on.
+fn emit(
+    next_row: &mut i64,
+    columns: Columns,
+    skip: usize,
+    batches: &mut Vec<RecordBatch>,
+) -> Result<(), ScanError> {
+    if columns.len() <= skip {
+        return Ok(());
+    }
+    let batch = columns.finish(0)?;
+    let batch = batch.slice(skip, batch.num_rows() - skip);
+    let n = batch.num_rows() as i64;
+    let rows: ArrayRef = Arc::new(Int64Array::from_iter_values(*next_row..*next_row + n));
+    *next_row += n;
+    let mut arrays = batch.columns().to_vec();
+    arrays[0] = rows;
+    batches.push(RecordBatch::try_new(batch.schema(), arrays)?);
+    Ok(())
+}
+
+/// Split `buf` (whole lines) into about `parts` ranges, each starting at a line start.
+fn chunk_bounds(buf: &[u8], parts: usize) -> Vec<(usize, usize)> {
+    let mut bounds = Vec::with_capacity(parts);
+    let mut from = 0;
+    for i in 1..parts {
+        let target = buf.len() * i / parts;
+        if target <= from {
+            continue;
+        }
+        let Some(p) = memchr(b'\n', &buf[target..]) else {
+            break;
+        };
+        let to = target + p + 1;
+        if to >= buf.len() {
+            break;
+        }
+        bounds.push((from, to));
+        from = to;
+    }
+    bounds.push((from, buf.len()));
+    bounds
+}

@@ -1,0 +1,353 @@
+//! `fastclv._native`: the scanner as a Python iterator of Arrow record batches.
+//!
+//! The batches leave through the Arrow PyCapsule interface (`__arrow_c_array__`), so pyarrow
+//! and Polars take them without a copy. Nothing here panics across the boundary: scanner
+//! errors become `FormatError` or `OSError`, and a panic (a bug) becomes `InternalError`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+
+use arrow_array::ffi::to_ffi;
+use arrow_array::{Array, RecordBatch, StructArray};
+use fastclv_core::check::{Columns, Kind};
+use fastclv_core::csv::Dialect;
+use fastclv_core::scan::{read_header, Layout, ScanError, Scanner, Tuning};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyCapsule, PyTuple};
+
+create_exception!(
+    _native,
+    FormatError,
+    PyException,
+    "The input is not CSV text the scanner can read."
+);
+create_exception!(
+    _native,
+    InternalError,
+    PyException,
+    "A bug in the scanner (never bad input)."
+);
+
+/// A Python binary file object (`read(n) -> bytes`) as a Rust reader.
+struct PyReader(Py<PyAny>);
+
+impl Read for PyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Python::attach(|py| {
+            let data = self
+                .0
+                .bind(py)
+                .call_method1("read", (buf.len(),))
+                .map_err(io::Error::other)?;
+            let bytes = data
+                .cast::<PyBytes>()
+                .map_err(|e| io::Error::other(e.to_string()))?
+                .as_bytes();
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            Ok(n)
+        })
+    }
+}
+
+type Source = Box<dyn Read + Send>;
+
+enum State {
+    /// Header read; waiting for the layout.
+    Opened {
+        reader: Source,
+        rest: Vec<u8>,
+        header_bytes: u64,
+    },
+    Scanning(Box<Scanner<Source>>),
+    Done,
+}
+
+fn scan_error(e: ScanError) -> PyErr {
+    match e {
+        ScanError::Io(e) => e.into(),
+        ScanError::Format(m) => FormatError::new_err(m),
+        ScanError::Arrow(e) => InternalError::new_err(e.to_string()),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// One input file being scanned: `Scan(source, kind, delimiter=",", chunk_bytes=0, threads=0)`.
+///
+/// `source` is a local path or a binary file object. The header is read at once (`names`);
+/// `start(positions)` sets which field feeds each contract column, then iteration yields
+/// `Batch` objects in file order.
+#[pyclass(module = "fastclv._native")]
+struct Scan {
+    kind: Kind,
+    dialect: Dialect,
+    tuning: Tuning,
+    names: Vec<String>,
+    state: Mutex<State>,
+    bytes_read: u64,
+    rows: i64,
+}
+
+#[pymethods]
+impl Scan {
+    #[new]
+    #[pyo3(signature = (source, kind, delimiter = ",", chunk_bytes = 0, threads = 0))]
+    fn new(
+        py: Python<'_>,
+        source: &Bound<'_, PyAny>,
+        kind: &str,
+        delimiter: &str,
+        chunk_bytes: usize,
+        threads: usize,
+    ) -> PyResult<Self> {
+        let kind = Kind::from_name(kind)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown file kind {kind:?}")))?;
+        let delimiter =
+            match delimiter.as_bytes() {
+                [d] if !matches!(d, b'"' | b'\r' | b'\n') => *d,
+                _ => return Err(PyValueError::new_err(
+                    "the delimiter must be one ASCII character other than a quote or a line end",
+                )),
+            };
+        let dialect = Dialect::new(delimiter);
+        let mut tuning = Tuning::default();
+        if chunk_bytes > 0 {
+            tuning.chunk_bytes = chunk_bytes;
+        }
+        if threads > 0 {
+            tuning.threads = threads;
+        }
+        let mut reader: Source = if let Ok(path) = source.extract::<std::path::PathBuf>() {
+            Box::new(File::open(&path)?)
+        } else {
+            Box::new(PyReader(source.clone().unbind()))
+        };
+        let (names, rest, header_bytes) = py
+            .detach(|| {
+                catch_unwind(AssertUnwindSafe(|| {
+                    let mut counted = CountBytes {
+                        inner: &mut reader,
+                        n: 0,
+                    };
+                    let (names, rest) = read_header(&mut counted, &dialect)?;
+                    let header_bytes = counted.n - rest.len() as u64;
+                    Ok::<_, ScanError>((names, rest, header_bytes))
+                }))
+            })
+            .map_err(|p| InternalError::new_err(panic_message(p.as_ref())))?
+            .map_err(scan_error)?;
+        Ok(Scan {
+            kind,
+            dialect,
+            tuning,
+            names,
+            state: Mutex::new(State::Opened {
+                reader,
+                rest,
+                header_bytes,
+            }),
+            bytes_read: header_bytes,
+            rows: 0,
+        })
+    }
+
+    /// The header's field names (unquoted, trimmed), in file order.
+    #[getter]
+    fn names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    /// Bytes of the file read so far.
+    #[getter]
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Data rows numbered so far.
+    #[getter]
+    fn rows(&self) -> i64 {
+        self.rows
+    }
+
+    /// Start scanning: `positions[slot]` is the field index of each contract column of the
+    /// kind (required first, then optional), or None for an absent optional column.
+    fn start(&self, positions: Vec<Option<usize>>) -> PyResult<()> {
+        let columns = self.kind.columns();
+        if positions.len() != columns.len()
+            || positions
+                .iter()
+                .take(self.kind.n_required())
+                .any(Option::is_none)
+            || positions.iter().flatten().any(|p| *p >= self.names.len())
+        {
+            return Err(PyValueError::new_err(format!(
+                "positions must name a header field for each of {columns:?}"
+            )));
+        }
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| InternalError::new_err("scanner state poisoned"))?;
+        let State::Opened {
+            reader,
+            rest,
+            header_bytes,
+        } = std::mem::replace(&mut *state, State::Done)
+        else {
+            return Err(PyValueError::new_err("the scan has already started"));
+        };
+        let layout = Layout {
+            kind: self.kind,
+            n_fields: self.names.len(),
+            positions,
+        };
+        *state = State::Scanning(Box::new(Scanner::new(
+            reader,
+            layout,
+            self.dialect,
+            self.tuning,
+            rest,
+            header_bytes,
+        )));
+        Ok(())
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// The next batches (a list, in file order); StopIteration at the end.
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Vec<Batch>>> {
+        let state = &self.state;
+        let outcome = py.detach(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                let mut guard = state
+                    .lock()
+                    .map_err(|_| ScanError::Format("scanner state poisoned".into()))?;
+                match &mut *guard {
+                    State::Scanning(scanner) => {
+                        let batches = scanner.next_batches()?;
+                        let counts = (scanner.bytes_read, scanner.rows());
+                        if batches.is_none() {
+                            *guard = State::Done;
+                        }
+                        Ok((batches, counts))
+                    }
+                    State::Done => Ok((None, (0, 0))),
+                    State::Opened { .. } => Err(ScanError::Format(
+                        "call start(positions) before iterating".into(),
+                    )),
+                }
+            }))
+        });
+        let (batches, (bytes, rows)) = match outcome {
+            Err(p) => {
+                *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Done;
+                return Err(InternalError::new_err(format!(
+                    "the scanner failed after row {}: {}",
+                    self.rows,
+                    panic_message(p.as_ref())
+                )));
+            }
+            Ok(result) => result.map_err(scan_error)?,
+        };
+        match batches {
+            None => Ok(None),
+            Some(batches) => {
+                self.bytes_read = bytes;
+                self.rows = rows;
+                Ok(Some(
+                    batches
+                        .into_iter()
+                        .map(|b| Batch { batch: Some(b) })
+                        .collect(),
+                ))
+            }
+        }
+    }
+}
+
+struct CountBytes<'a, R> {
+    inner: &'a mut R,
+    n: u64,
+}
+
+impl<R: Read> Read for CountBytes<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// One Arrow record batch, exported once through `__arrow_c_array__`.
+#[pyclass(module = "fastclv._native")]
+struct Batch {
+    batch: Option<RecordBatch>,
+}
+
+#[pymethods]
+impl Batch {
+    /// Rows in the batch (0 once exported).
+    #[getter]
+    fn num_rows(&self) -> usize {
+        self.batch.as_ref().map_or(0, RecordBatch::num_rows)
+    }
+
+    #[pyo3(signature = (requested_schema = None))]
+    fn __arrow_c_array__<'py>(
+        &mut self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let _ = requested_schema; // the batch has one schema; consumers cast if they need to
+        let batch = self
+            .batch
+            .take()
+            .ok_or_else(|| PyValueError::new_err("this batch was already exported"))?;
+        let data = StructArray::from(batch).into_data();
+        let (array, schema) = to_ffi(&data).map_err(|e| InternalError::new_err(e.to_string()))?;
+        let schema = PyCapsule::new_with_value(py, schema, c"arrow_schema")?;
+        let array = PyCapsule::new_with_value(py, array, c"arrow_array")?;
+        PyTuple::new(py, [schema.into_any(), array.into_any()])
+    }
+}
+
+/// A batch with no rows: the schema of a kind's batches.
+#[pyfunction]
+fn empty_batch(kind: &str) -> PyResult<Batch> {
+    let kind = Kind::from_name(kind)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown file kind {kind:?}")))?;
+    let batch = Columns::new(kind, 0)
+        .finish(1)
+        .map_err(|e| InternalError::new_err(e.to_string()))?;
+    Ok(Batch { batch: Some(batch) })
+}
+
+/// The crate's version, for diagnostics.
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Scan>()?;
+    m.add_class::<Batch>()?;
+    m.add("FormatError", m.py().get_type::<FormatError>())?;
+    m.add("InternalError", m.py().get_type::<InternalError>())?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(empty_batch, m)?)?;
+    Ok(())
+}

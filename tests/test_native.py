@@ -1,0 +1,218 @@
+"""The native scanner against the pure-Python oracle, on hostile bytes.
+
+Hypothesis writes CSV files from tokens that break naive readers (quotes, delimiters, CR,
+LF, CRLF, BOM, invalid UTF-8, unicode, padding, very long fields); the pipeline's extract
+(native scan + Polars resolve) and ``tests/reference.py`` must agree on every reject's file,
+row and reason, the counts and the output. Tiny chunks and several threads put chunk
+boundaries everywhere, multi-line records across them included.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+from reference import reference_run
+
+from fastclv import native
+from fastclv.errors import InputError
+from fastclv.extract import extract
+from fastclv.transform import customer_ltv
+
+AS_OF = date(2024, 1, 31)
+
+TOKENS = [
+    "c1",
+    "c2",
+    "007",
+    "7",
+    "o1",
+    "o2",
+    "2024-01-05",
+    "2024-01-05T10:00:00Z",
+    "2024-02-30",
+    "completed",
+    "PENDING",
+    "refunded",
+    "1",
+    "2",
+    "0",
+    "2.50",
+    "10",
+    "1.234",
+    "-1",
+    "",
+    ",",
+    ",",
+    ",",
+    '"',
+    '""',
+    '"a,b"',
+    '"x\ny"',
+    "\n",
+    "\n",
+    "\r\n",
+    "\r",
+    " ",
+    "\t",
+    "é",
+    "\u2028",
+    "\udcff",  # stands for an invalid byte (written as 0xFF)
+    "\udcc3",  # a truncated two-byte sequence (0xC3)
+]
+
+HEADERS = {
+    "customers": "customer_id,signup_date,country",
+    "orders": "order_id,customer_id,order_ts,status",
+    "order_items": "order_id,sku,quantity,unit_price,discount",
+}
+
+
+def encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+body = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
+#: Whole rows that are usually valid, so that keys, duplicates and foreign keys get exercised.
+good_rows = {
+    "customers": st.sampled_from(
+        ["c1,2024-01-01,FR", "c2,2024-01-02,", "007,2023-12-31,DE", "c1,2024-01-01,FR"]
+    ),
+    "orders": st.sampled_from(
+        [
+            "o1,c1,2024-01-05T10:00:00Z,completed",
+            "o2,007,2024-01-20,completed",
+            "o3,7,2024-01-06,pending",
+            "o1,c1,2024-01-05T10:00:00Z,completed",
+            '"o4",c2,"2024-01-07 08:00",COMPLETED',
+        ]
+    ),
+    "order_items": st.sampled_from(
+        ["o1,s,2,2.50,", "o2,s,1,10,1", "o4,t,1,3,", "o9,s,1,1,", '"o1","a ""b""",1,1.5,0.5']
+    ),
+}
+
+
+@st.composite
+def csv_file(draw: st.DrawFn, name: str) -> bytes:
+    parts = [HEADERS[name]]
+    for _ in range(draw(st.integers(0, 8))):
+        parts.append(draw(st.one_of(good_rows[name], body)))
+    text = "\n".join(parts) + draw(st.sampled_from(["", "\n", "\r\n"]))
+    bom = "\ufeff" if draw(st.booleans()) else ""
+    return encode(bom + text)
+
+
+def shaped(input_dir: Path, **tuning: int) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, object]]]:
+    run_dir = input_dir / "_staging"
+    extracted = extract(str(input_dir), run_dir, AS_OF, **tuning)
+    output = customer_ltv(
+        *(pl.scan_parquet(extracted.valid[n]) for n in ("customers", "orders", "order_items")), AS_OF
+    ).collect(engine="streaming")
+    rejects = pl.read_parquet(extracted.rejects).select("file", "row", "reason").sort("file", "row")
+    counts = {n: {k: v for k, v in c.as_dict().items() if k != "file"} for n, c in extracted.counts.items()}
+    return output.sort("customer_id"), rejects, counts
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    customers=csv_file("customers"),
+    orders=csv_file("orders"),
+    items=csv_file("order_items"),
+    chunk=st.sampled_from([1, 7, 64, 0]),
+    threads=st.sampled_from([1, 3]),
+)
+def test_native_scan_agrees_with_the_oracle_on_hostile_bytes(
+    customers: bytes, orders: bytes, items: bytes, chunk: int, threads: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for file_name, data in (
+            ("customers.csv", customers),
+            ("orders.csv", orders),
+            ("order_items.csv", items),
+        ):
+            (folder / file_name).write_bytes(data)
+        expected = reference_run(folder, AS_OF)
+        output, rejects, counts = shaped(folder, chunk_bytes=chunk, threads=threads)
+        assert_frame_equal(rejects, expected.rejects)
+        assert counts == expected.counts
+        predictive = ["p_alive", "expected_purchases", "predicted_clv"]
+        assert_frame_equal(output.drop(predictive), expected.output.drop(predictive))
+
+
+def write(folder: Path, customers: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "customers.csv").write_bytes(customers)
+    (folder / "orders.csv").write_bytes(HEADERS["orders"].encode() + b"\n")
+    (folder / "order_items.csv").write_bytes(HEADERS["order_items"].encode() + b"\n")
+    return folder
+
+
+def test_a_row_that_is_not_utf8_is_a_malformed_row_with_its_bytes_escaped(tmp_path: Path) -> None:
+    folder = write(
+        tmp_path / "in", b"customer_id,signup_date,country\nc1,2024-01-01,\xff\xfeFR\nc2,2024-01-01,\n"
+    )
+    extracted = extract(str(folder), tmp_path / "run", AS_OF)
+    rejects = pl.read_parquet(extracted.rejects)
+    assert rejects.select("file", "row", "reason", "raw").rows() == [
+        ("customers.csv", 1, "malformed_row", "c1,2024-01-01,\\xff\\xfeFR")
+    ]
+    assert extracted.counts["customers"].valid == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\xff\xfec\x00u\x00", "UTF-16"),
+        (b"customer_id,signup_date\rc1,2024-01-01\r", "bare CR"),
+        (b"customer_id,sign\xffup_date\nc1,2024-01-01\n", "not valid UTF-8"),
+        (b"", "empty"),
+        (b'customer_id,"signup_date\n', "not valid CSV"),
+    ],
+)
+def test_files_that_are_not_utf8_csv_fail_with_the_cause(tmp_path: Path, data: bytes, message: str) -> None:
+    folder = write(tmp_path / "in", data)
+    with pytest.raises(InputError, match=message) as error:
+        extract(str(folder), tmp_path / "run", AS_OF)
+    assert "customers.csv" in str(error.value)
+
+
+def test_a_header_of_ten_thousand_columns_is_read_by_name(tmp_path: Path) -> None:
+    names = [f"extra_{i}" for i in range(10_000)]
+    names[5_000], names[9_999], names[17] = "signup_date", "customer_id", "country"
+    row = ["x"] * 10_000
+    row[5_000], row[9_999], row[17] = "2024-01-02", "wide", "NL"
+    data = (",".join(names) + "\n" + ",".join(row) + "\n").encode()
+    extracted = extract(str(write(tmp_path / "in", data)), tmp_path / "run", AS_OF)
+    assert pl.read_parquet(extracted.valid["customers"]).select("customer_id", "country").rows() == [
+        ("wide", "NL")
+    ]
+
+
+def test_an_unclosed_quote_swallows_the_rest_of_the_file_as_one_malformed_row(tmp_path: Path) -> None:
+    lines = [b"customer_id,signup_date,country", b'c1,2024-01-01,"FR'] + [
+        b"c%d,2024-01-01," % i for i in range(5000)
+    ]
+    folder = write(tmp_path / "in", b"\n".join(lines) + b"\n")
+    extracted = extract(str(folder), tmp_path / "run", AS_OF, chunk_bytes=4096, threads=2)
+    rejects = pl.read_parquet(extracted.rejects)
+    assert rejects.select("row", "reason").rows() == [(1, "malformed_row")]
+    assert extracted.counts["customers"].read == 1
+
+
+def test_scan_reports_progress_and_batches_in_file_order(tmp_path: Path) -> None:
+    data = b"customer_id,signup_date\n" + b"".join(b"c%d,2024-01-01\n" % i for i in range(20_000))
+    path = tmp_path / "customers.csv"
+    path.write_bytes(data)
+    scan = native.Scan(str(path), "customers", chunk_bytes=1000, threads=2)
+    rows = [batch.column("row").to_pylist() for batch in scan.batches([0, 1, None])]
+    assert [r for batch in rows for r in batch] == list(range(1, 20_001))
+    assert scan.rows == 20_000
+    assert scan.bytes_read == len(data)
