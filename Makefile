@@ -45,3 +45,10 @@ bench-clean:
 	rm -rf benchmarks/.cache
 
 comma := ,
+
+# The Rust core: the bounded fuzz run (random hostile bytes must never panic, and chunking must
+# never change the result) with many more inputs than the default test run.
+FUZZ_ITERS ?= 20000
+.PHONY: fuzz
+fuzz:
+	cd native && FASTCLV_FUZZ_ITERS=$(FUZZ_ITERS) cargo test --release --locked -p fastclv-core --test never_panics

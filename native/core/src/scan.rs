@@ -363,6 +363,8 @@ pub struct Scanner<R: Read> {
     next_row: i64,
     /// Inside a record longer than [`RECORD_LIMIT`], already rejected.
     skipping: bool,
+    /// Bytes at the start of `buf` already looked at: an open record carried over.
+    carried: usize,
     /// Bytes read from the source so far (header included).
     pub bytes_read: u64,
 }
@@ -393,6 +395,7 @@ impl<R: Read> Scanner<R> {
             eof: false,
             next_row: 1,
             skipping: false,
+            carried: 0,
             bytes_read,
         }
     }
@@ -404,18 +407,13 @@ impl<R: Read> Scanner<R> {
 
     /// Read until the buffer holds `target` bytes or the source ends.
     fn fill(&mut self, target: usize) -> io::Result<()> {
+        const READ_AT_ONCE: usize = 4 * 1024 * 1024;
         while !self.eof && self.buf.len() < target {
             let len = self.buf.len();
-            self.buf.resize(target, 0);
+            self.buf.resize(len + (target - len).min(READ_AT_ONCE), 0);
             let n = read_some(&mut self.reader, &mut self.buf[len..]);
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(len + n);
+            self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
+            let n = n?;
             self.bytes_read += n as u64;
             if n == 0 {
                 self.eof = true;
@@ -426,16 +424,20 @@ impl<R: Read> Scanner<R> {
 
     /// The next batches in file order, or None at the end.
     pub fn next_batches(&mut self) -> Result<Option<Vec<RecordBatch>>, ScanError> {
+        // Each step takes about `step` new bytes after the record carried over, whatever was
+        // read ahead already (the header's read, a large read from a stream).
         let step = self.tuning.chunk_bytes.saturating_mul(self.tuning.threads);
-        let mut target = self.buf.len() + step;
+        let mut target = self.carried + step;
         let cut = loop {
             self.fill(target)?;
-            if self.eof {
-                break self.buf.len();
+            let window = self.buf.len().min(target);
+            if self.eof && window == self.buf.len() {
+                break window;
             }
-            match memrchr(b'\n', &self.buf) {
-                Some(p) => break p + 1,
-                None => target = self.buf.len() + step, // one very long line: read on
+            // Only a line end after the carried part moves the scan on.
+            match memrchr(b'\n', &self.buf[self.carried.min(window)..window]) {
+                Some(p) => break self.carried.min(window) + p + 1,
+                None => target += step, // one very long line: read on
             }
         };
         if cut == 0 {
@@ -446,12 +448,14 @@ impl<R: Read> Scanner<R> {
             // Inside an overlong record: its lines go on while its quote count is odd.
             match resync_from_open(&buf[..cut]) {
                 None => {
+                    self.carried = 0;
                     self.base += cut as u64;
                     self.buf = buf.split_off(cut);
                     return Ok(Some(Vec::new()));
                 }
                 Some(p) => {
                     self.skipping = false;
+                    self.carried = 0;
                     self.base += p as u64;
                     self.buf = buf.split_off(p);
                     return Ok(Some(Vec::new()));
@@ -554,6 +558,7 @@ impl<R: Read> Scanner<R> {
             None => cut,
         };
         self.base += carry_from as u64;
+        self.carried = cut.saturating_sub(carry_from);
         self.buf = buf.split_off(carry_from);
         Ok(Some(batches))
     }
