@@ -9,19 +9,15 @@
 ARG PYTHON_VERSION=3.11
 ARG AIRFLOW_VERSION=3.3.2
 ARG UV_VERSION=0.13.8
-ARG RUST_VERSION=1.95
-
-# -- rust: the toolchain that builds the native scanner (native/, by maturin) -----------------
-FROM rust:${RUST_VERSION}-slim-bookworm AS rust
-
 # -- builder: resolve nothing, install exactly what uv.lock pins; build the wheel -------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
 ARG UV_VERSION
 RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
     && apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=rust /usr/local/cargo /usr/local/cargo
-COPY --from=rust /usr/local/rustup /usr/local/rustup
+# The Rust toolchain that builds the native scanner (native/, by maturin).
+COPY --from=rust:1.95-slim-bookworm /usr/local/cargo /usr/local/cargo
+COPY --from=rust:1.95-slim-bookworm /usr/local/rustup /usr/local/rustup
 ENV RUSTUP_HOME=/usr/local/rustup \
     CARGO_HOME=/usr/local/cargo \
     PATH=/usr/local/cargo/bin:$PATH

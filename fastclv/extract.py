@@ -394,7 +394,7 @@ def _resolve(
             [
                 recs.filter(valid)
                 .select(*VALID_SCHEMAS[spec.name].names(), *_parent_row(spec))
-                .sink_parquet(tmp_out, lazy=True),
+                .sink_parquet(tmp_out, compression=stage.STAGED_INPUT_CODEC, lazy=True),
                 recs.filter(pl.col(REASON).is_not_null())
                 .select(
                     pl.lit(spec.file_name).alias("file"),

@@ -8,6 +8,8 @@ record's byte range, and 64-bit key hashes for joins (see ``native/core/src/chec
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,12 +65,42 @@ class Scan:
         """Data rows numbered so far."""
         return int(self._scan.rows)
 
-    def batches(self, positions: list[int | None]) -> Iterator[pa.RecordBatch]:
-        """Scan the data rows; ``positions`` gives each contract column's field index."""
+    def batches(self, positions: list[int | None], *, prefetch: int = 2) -> Iterator[pa.RecordBatch]:
+        """Scan the data rows; ``positions`` gives each contract column's field index.
+
+        The scan runs ``prefetch`` steps ahead on a thread of its own (the scanner releases
+        the GIL), so that parsing overlaps whatever the caller does with each batch.
+        """
         self._scan.start(positions)
-        for step in self._scan:
-            for batch in step:
-                yield pa.record_batch(batch)
+        steps: queue.Queue[list[_native.Batch] | BaseException | None] = queue.Queue(maxsize=max(1, prefetch))
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for step in self._scan:
+                    while not stop.is_set():
+                        try:
+                            steps.put(step, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                steps.put(None)
+            except BaseException as exc:  # noqa: BLE001  (handed to the consumer, raised there)
+                steps.put(exc)
+
+        worker = threading.Thread(target=produce, name="fastclv-scan", daemon=True)
+        worker.start()
+        try:
+            while (item := steps.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                for batch in item:
+                    yield pa.record_batch(batch)
+        finally:
+            stop.set()
+            worker.join()
 
 
 def empty_batch(kind: str) -> pa.RecordBatch:

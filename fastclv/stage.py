@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
@@ -47,6 +47,10 @@ REJECTS = "rejects.parquet"
 #: The validated inputs, in contract order.
 INPUTS = ("customers.parquet", "orders.parquet", "order_items.parquet")
 REPORTS = ("verify_report.md", "verify_report.json")
+#: Codec of the staged, validated inputs: written once and read twice locally (transform,
+#: verify), so write speed wins. Measured at L on the 28M items: zstd 17.2 s, lz4 11.3 s for
+#: the items' resolve-and-stage step, at 1.3x zstd's file size.
+STAGED_INPUT_CODEC: Final = "lz4"
 
 
 def temporary(path: Path) -> Path:
