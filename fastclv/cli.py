@@ -33,9 +33,13 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: "[env FASTCLV_INPUT]" must not be read as rich markup.
+    rich_markup_mode=None,
     help="fastclv: CSV exports -> validated, cross-checked customer lifetime value in PostgreSQL.",
 )
-pg_app = typer.Typer(no_args_is_help=True, help="A throwaway local PostgreSQL for trying fastclv out.")
+pg_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="A throwaway local PostgreSQL for trying fastclv out."
+)
 app.add_typer(pg_app, name="pg")
 
 out = Console()

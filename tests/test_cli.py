@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -154,3 +155,19 @@ def test_a_header_that_is_not_utf8_exits_2_naming_the_file(tmp_path: Path) -> No
     assert "order_items.csv" in done.stderr
     assert "UTF-8" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_help_keeps_the_env_and_default_notes_in_brackets() -> None:
+    """Regression: rich read "[env FASTCLV_INPUT]" as markup and dropped every such note."""
+    done = subprocess.run(
+        [*FASTCLV, "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())  # the help is wrapped at 80 columns
+    for note in ("[env FASTCLV_INPUT]", "[env FASTCLV_STAGING]", "[default: 12]", "[default: public]"):
+        assert note in text
