@@ -1,0 +1,76 @@
+"""Extract's handling of inputs that are not readable regular files, and of hostile headers.
+
+Regression tests for the hardening issue (items 6 and 8): each case used to be reported as
+"file not found", with an encoding hint, or with raw control characters in the message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from fastclv.errors import InputError
+from fastclv.extract import extract
+
+AS_OF = date(2024, 1, 31)
+HEADERS = {
+    "customers.csv": b"customer_id,signup_date,country\n",
+    "orders.csv": b"order_id,customer_id,order_ts,status\n",
+    "order_items.csv": b"order_id,sku,quantity,unit_price,discount\n",
+}
+
+
+def inputs(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, header in HEADERS.items():
+        (folder / name).write_bytes(header)
+    return folder
+
+
+def replace_customers(folder: Path, make: str) -> None:
+    path = folder / "customers.csv"
+    path.unlink()
+    if make == "directory":
+        path.mkdir()
+    elif make == "fifo":
+        os.mkfifo(path)
+    elif make == "device":
+        path.symlink_to("/dev/zero")
+    elif make == "loop":
+        path.symlink_to(folder / "customers.csv")
+    elif make == "dangling":
+        path.symlink_to(folder / "nowhere.csv")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        ("directory", "is a directory, not a file"),
+        ("fifo", "is a FIFO (named pipe), not a regular file"),
+        ("device", "is a device or socket, not a regular file"),
+        ("loop", "cannot look at"),
+        ("dangling", "file not found"),
+    ],
+)
+def test_inputs_that_are_not_regular_files_say_what_they_are(tmp_path: Path, make: str, message: str) -> None:
+    folder = inputs(tmp_path / "in")
+    replace_customers(folder, make)
+    with pytest.raises(InputError, match=re.escape(message)) as error:
+        extract(str(folder), tmp_path / "run", AS_OF)
+    assert "customers.csv" in str(error.value)
+    assert "encoding" not in str(error.value)
+    assert not (tmp_path / "run" / "customers.parquet").exists()
+
+
+def test_control_characters_of_a_header_are_escaped_in_the_message(tmp_path: Path) -> None:
+    folder = inputs(tmp_path / "in")
+    (folder / "customers.csv").write_bytes(b"customer_id,\x1b[2J\x1b]0;PWNED\x07,country\n")
+    with pytest.raises(InputError, match="signup_date") as error:
+        extract(str(folder), tmp_path / "run", AS_OF)
+    text = str(error.value)
+    assert "\\x1b[2J" in text
+    assert not any(ord(c) < 32 for c in text)
