@@ -47,3 +47,8 @@ class VerificationError(TerminalError):
 
 class LoadError(TerminalError):
     """PostgreSQL rejected the load for a reason a retry will not fix."""
+
+
+def printable(text: str) -> str:
+    r"""``text`` with control characters escaped (``\x1b``), safe to print to a terminal."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text)

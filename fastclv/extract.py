@@ -42,7 +42,7 @@ from fastclv.contract import (
     Reason,
     as_of_cutoff,
 )
-from fastclv.errors import InputError, TransientError
+from fastclv.errors import InputError, TransientError, printable
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,12 @@ class ExtractResult:
 # --------------------------------------------------------------------------- header
 
 
-@dataclass
+@dataclass(frozen=True)
 class Header:
     """One input file, opened: its header mapped onto the contract's columns."""
 
     spec: InputFile
     location: str
-    n_fields: int
     #: contract column -> 0-based field index, for the columns present in the file.
     positions: dict[str, int]
     scan: native.Scan
@@ -107,11 +106,6 @@ class Header:
     def slots(self) -> list[int | None]:
         """The field index of each contract column (required, then optional), for the scanner."""
         return [self.positions.get(column) for column in self.spec.columns]
-
-
-def printable(text: str) -> str:
-    r"""``text`` with control characters escaped (``\x1b``), safe to print to a terminal."""
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text)
 
 
 def open_input(
@@ -153,7 +147,7 @@ def open_input(
                 f"(found: {found[:500]}). Hint: the header must name {', '.join(spec.required)}"
                 + (f" (delimiter is {delimiter!r})." if len(names) == 1 else ".")
             )
-    return Header(spec, source, len(names), positions, scan)
+    return Header(spec, source, positions, scan)
 
 
 def _missing_bucket(
@@ -301,13 +295,12 @@ def _scan(header: Header, out: Path, storage_options: Mapping[str, str] | None) 
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
-    seconds = time.perf_counter() - started
     log.info(
         "%s: scanned %d rows, %.1f MB in %.2f s",
         spec.file_name,
         scan.rows,
         scan.bytes_read / 1e6,
-        seconds,
+        time.perf_counter() - started,
     )
 
 
@@ -454,9 +447,6 @@ def _check_parent(recs: pl.LazyFrame, dropped: pl.Expr, code: Reason, column: st
 
 # --------------------------------------------------------------------------- rejects
 
-#: Longest raw text kept with a reject (as the scanner does: native RAW_LIMIT).
-RAW_LIMIT = 64 * 1024
-
 
 def _write_rejects(
     parts: dict[str, Path], headers: dict[str, Header], out: Path, storage_options: Mapping[str, str] | None
@@ -486,24 +476,15 @@ def _read_ranges(
     location: str, ranges: pl.DataFrame, storage_options: Mapping[str, str] | None
 ) -> pl.DataFrame:
     """The raw text of records at (``_offset``, ``_length``), as a frame of ``row``, ``_fetched``."""
-    texts: list[str] = []
-
-    def shown(data: bytes) -> str:
-        head = data[:RAW_LIMIT].decode("utf-8", "backslashreplace")
-        return head + (f"... [{len(data) - RAW_LIMIT} more bytes]" if len(data) > RAW_LIMIT else "")
-
     spans = ranges.select(OFFSET, LENGTH).rows()
     if storage.is_remote(location):
         filesystem, path = storage.filesystem(location, storage_options)
         with filesystem.open_input_file(path) as handle:
-            texts = [shown(handle.read_at(length, offset)) for offset, length in spans]
+            texts = [native.escape_raw(handle.read_at(length, offset)) for offset, length in spans]
     else:
         fd = os.open(storage.local_path(location), os.O_RDONLY)
         try:
-            texts = [shown(os.pread(fd, length, offset)) for offset, length in spans]
+            texts = [native.escape_raw(os.pread(fd, length, offset)) for offset, length in spans]
         finally:
             os.close(fd)
     return pl.DataFrame({ROW: ranges[ROW], "_fetched": texts}, schema={ROW: pl.Int64, "_fetched": pl.String})
-
-
-__all__ = ["ExtractResult", "FileCounts", "Header", "extract", "open_input", "printable"]

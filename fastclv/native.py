@@ -108,6 +108,11 @@ def empty_batch(kind: str) -> pa.RecordBatch:
     return pa.record_batch(_native.empty_batch(kind))
 
 
+def escape_raw(raw: bytes) -> str:
+    """A reject's raw text from its bytes, exactly as the scanner writes it."""
+    return str(_native.escape_raw(raw))
+
+
 def version() -> str:
     """The native core's version."""
     return str(_native.version())

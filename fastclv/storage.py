@@ -2,13 +2,14 @@
 
 Two engines talk to object storage, configured from the same storage options:
 
-* Polars (its native ``object_store`` client) reads the input CSVs and the staged Parquet;
-  it is given the explicit options and reads the standard environment variables itself
+* Polars (its native ``object_store`` client) reads the staged Parquet; it is given the
+  explicit options and reads the standard environment variables itself
   (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
   ``AWS_ALLOW_HTTP``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_ACCOUNT_NAME``, ...).
-* ``pyarrow.fs`` moves whole files (publishing and fetching staged files, small JSON files,
-  listings) and hands DuckDB Arrow datasets. :func:`filesystem` builds it from the same
-  variables and options, translated to pyarrow's arguments.
+* ``pyarrow.fs`` streams the input CSVs to the native scanner, moves whole files (publishing
+  and fetching staged files, small JSON files, listings) and hands DuckDB Arrow datasets.
+  :func:`filesystem` builds it from the same variables and options, translated to pyarrow's
+  arguments.
 
 Storage options use the ``object_store`` key names (``aws_endpoint_url``, ``aws_region``,
 ``google_service_account``, ``azure_storage_account_name``, ...); explicit options win over
@@ -145,16 +146,6 @@ def store_of(location: str) -> str:
     if location.startswith(AZURE_SCHEMES):
         return "azure"
     return "local"
-
-
-def polars_options(storage_options: Mapping[str, str] | None, location: str) -> dict[str, str] | None:
-    """Storage options for Polars (None for local files, so Polars uses its defaults).
-
-    Polars fills what is not given from the standard environment variables itself.
-    """
-    if not is_remote(location) or not storage_options:
-        return None
-    return dict(storage_options)
 
 
 def resolved_options(

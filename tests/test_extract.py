@@ -11,6 +11,7 @@ import re
 from datetime import date
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from fastclv.errors import InputError
@@ -74,3 +75,22 @@ def test_control_characters_of_a_header_are_escaped_in_the_message(tmp_path: Pat
     text = str(error.value)
     assert "\\x1b[2J" in text
     assert not any(ord(c) < 32 for c in text)
+
+
+def test_rows_rejected_after_the_scan_keep_their_raw_text(tmp_path: Path) -> None:
+    """Duplicates and unknown keys are decided in Polars: their raw text comes from byte ranges."""
+    folder = inputs(tmp_path / "in")
+    (folder / "customers.csv").write_bytes(
+        b'customer_id,signup_date,country\r\nc1,2024-01-01,"F\r\nR"\r\nc1,2024-01-02,FR\r\nc2,2024-01-01,\r\n'
+    )
+    (folder / "orders.csv").write_bytes(b"order_id,customer_id,order_ts,status\no1,c2,2024-01-05,completed\n")
+    (folder / "order_items.csv").write_bytes(
+        b"order_id,sku,quantity,unit_price,discount\no1,s,1,2,\n  o9 ,\xc3\xa9,1,2,\n"
+    )
+    extracted = extract(str(folder), tmp_path / "run", AS_OF)
+    rejects = pl.read_parquet(extracted.rejects).select("file", "row", "reason", "raw").rows()
+    assert rejects == [
+        ("customers.csv", 1, "conflicting_duplicate", 'c1,2024-01-01,"F\r\nR"'),
+        ("customers.csv", 2, "conflicting_duplicate", "c1,2024-01-02,FR"),
+        ("order_items.csv", 2, "unknown_order", "  o9 ,é,1,2,"),
+    ]

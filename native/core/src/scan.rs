@@ -277,6 +277,21 @@ impl Parser<'_> {
         out
     }
 
+    /// The record that starts at `start` and ends inside `buf` (a record that crossed a chunk
+    /// boundary, or ran to the end of the file), checked.
+    fn one_record(&self, buf: &[u8], start: usize) -> Columns {
+        let mut one = Columns::new(self.layout.kind, 1);
+        let mut scratch = Scratch::default();
+        match frame(&self.dialect, buf, start, true, &mut scratch.fields) {
+            Framed::Record { span, tokenized } => {
+                self.record(buf, span, tokenized, false, &mut scratch, &mut one);
+            }
+            // Framing at the end of `buf` always finds a record: it starts on a non-blank line.
+            other => unreachable!("an open record at {start} must frame: {other:?}"),
+        }
+        one
+    }
+
     /// Check one framed record and append it.
     fn record(
         &self,
@@ -487,12 +502,12 @@ impl<R: Read> Scanner<R> {
             let (from, to) = bounds[0];
             let mut results = vec![(parser.parse(buf, from, to, at_eof && n == 1), None)];
             for h in handles {
-                results.push(h.join().unwrap_or_else(|_| {
-                    // A panicking worker is a bug; parse its chunk again here so that the
-                    // panic (with its message) surfaces on this thread, where the binding
-                    // turns it into a Python error.
-                    panic!("a scanner worker thread panicked")
-                }));
+                // A panicking worker is a bug: pass its panic, message and all, on to this
+                // thread, where the binding turns it into a Python error.
+                results.push(
+                    h.join()
+                        .unwrap_or_else(|payload| std::panic::resume_unwind(payload)),
+                );
             }
             results
         });
@@ -511,15 +526,12 @@ impl<R: Read> Scanner<R> {
             let Some(p) = resync else {
                 continue; // the whole chunk is inside that record
             };
-            let mut one = Columns::new(self.layout.kind, 1);
-            let mut scratch = Scratch::default();
-            match frame(&self.dialect, &buf[..p], open, true, &mut scratch.fields) {
-                Framed::Record { span, tokenized } => {
-                    parser.record(&buf, span, tokenized, false, &mut scratch, &mut one);
-                }
-                other => unreachable!("a record that resyncs at {p} must frame: {other:?}"),
-            }
-            emit(&mut self.next_row, one, 0, &mut batches)?;
+            emit(
+                &mut self.next_row,
+                parser.one_record(&buf[..p], open),
+                0,
+                &mut batches,
+            )?;
             let k = chunk.starts.partition_point(|&s| s < p);
             let in_step =
                 (k == 0 || chunk.nexts[k - 1] <= p) && chunk.pending.is_none_or(|q| q >= p);
@@ -535,14 +547,12 @@ impl<R: Read> Scanner<R> {
 
         let carry_from = match pending {
             Some(open) if at_eof => {
-                let mut one = Columns::new(self.layout.kind, 1);
-                let mut scratch = Scratch::default();
-                if let Framed::Record { span, tokenized } =
-                    frame(&self.dialect, &buf, open, true, &mut scratch.fields)
-                {
-                    parser.record(&buf, span, tokenized, false, &mut scratch, &mut one);
-                }
-                emit(&mut self.next_row, one, 0, &mut batches)?;
+                emit(
+                    &mut self.next_row,
+                    parser.one_record(&buf, open),
+                    0,
+                    &mut batches,
+                )?;
                 buf.len()
             }
             Some(open) if cut - open > RECORD_LIMIT => {

@@ -335,6 +335,13 @@ fn empty_batch(kind: &str) -> PyResult<Batch> {
     Ok(Batch { batch: Some(batch) })
 }
 
+/// A reject's raw text from its bytes, as the scanner writes it (invalid UTF-8 as `\xNN`,
+/// cut at 64 KiB with a note).
+#[pyfunction]
+fn escape_raw(raw: &[u8]) -> String {
+    fastclv_core::check::escape_raw(raw)
+}
+
 /// The crate's version, for diagnostics.
 #[pyfunction]
 fn version() -> &'static str {
@@ -349,5 +356,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InternalError", m.py().get_type::<InternalError>())?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(empty_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(escape_raw, m)?)?;
     Ok(())
 }
