@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 REASON, COLUMN, ROW = native.REASON, native.COLUMN, "row"
 RAW, OFFSET, LENGTH = native.RAW, native.OFFSET, native.LENGTH
-KEY_HASH, PARENT_HASH = native.KEY_HASH, native.PARENT_HASH
+KEY_HASH = native.KEY_HASH
 # --------------------------------------------------------------------------- results
 
 
@@ -329,78 +329,85 @@ def _conflicts(ok: pl.LazyFrame, key: str, compare: list[str]) -> pl.DataFrame:
 def _resolve(
     spec: InputFile, recs: pl.LazyFrame, out: Path, rejects_out: Path, run_dir: Path, cutoff: pl.Expr
 ) -> FileCounts:
-    """Duplicates and foreign keys for one file; stage valid rows and rejects; count."""
-    reason = pl.col(REASON)
-    dropped = pl.lit(False)
-    after = pl.lit(False)
+    """Duplicates and foreign keys for one file; stage valid rows and rejects; count.
+
+    Rows the scanner rejected go straight to the rejects; only the rows that passed the scan,
+    with the few columns the rest needs, go through the duplicate and foreign-key joins
+    (measured at L on the 28M items: 10.8 s and 2.4 GB this way, 12.6 s and 3.3 GB with the
+    whole work rows carried through the joins).
+    """
+    scanned = recs.filter(pl.col(REASON).is_not_null())
+    keep = [*VALID_SCHEMAS[spec.name].names(), *([KEY_HASH] if spec.key else []), OFFSET, LENGTH]
+    ok = recs.filter(pl.col(REASON).is_null()).select(keep)
+    late_reason: pl.Expr = pl.lit(None, pl.String)
+    late_column: pl.Expr = pl.lit(None, pl.String)
+    dropped: pl.Expr = pl.lit(False)
+    after: pl.Expr = pl.lit(False)
 
     if spec.key is not None:
-        schema = VALID_SCHEMAS[spec.name]
-        compare = [c for c in schema.names() if c not in (ROW, spec.key)]
-        conflicts = _conflicts(recs.filter(reason.is_null()), spec.key, compare)
+        compare = [c for c in VALID_SCHEMAS[spec.name].names() if c not in (ROW, spec.key)]
+        conflicts = _conflicts(ok, spec.key, compare)
         if conflicts.height:
-            recs = recs.join(conflicts.lazy(), on=spec.key, how="left", maintain_order="left")
-            conflict = reason.is_null() & pl.col("_conflict").fill_null(False)
-            dropped = (
-                reason.is_null() & ~pl.col("_conflict").fill_null(True) & (pl.col(ROW) != pl.col("_first"))
-            )
-            recs = recs.with_columns(
-                pl.when(conflict)
-                .then(pl.lit(Reason.CONFLICTING_DUPLICATE.value))
-                .otherwise(reason)
-                .alias(REASON),
-                pl.when(conflict).then(pl.lit(spec.key)).otherwise(pl.col(COLUMN)).alias(COLUMN),
-                dropped.alias("_dropped"),
+            ok = ok.join(conflicts.lazy(), on=spec.key, how="left", maintain_order="left")
+            conflict = pl.col("_conflict").fill_null(False)
+            ok = ok.with_columns(
+                (~pl.col("_conflict").fill_null(True) & (pl.col(ROW) != pl.col("_first"))).alias("_dropped")
             )
             dropped = pl.col("_dropped")
+            late_reason = pl.when(conflict).then(pl.lit(Reason.CONFLICTING_DUPLICATE.value))
+            late_column = pl.when(conflict).then(pl.lit(spec.key))
 
     # Foreign keys, checked against the rows staged just before (customers -> orders -> items).
+    parent: tuple[str, str, Reason, dict[str, pl.Expr]] | None = None
     if spec is ORDERS:
-        parents = pl.scan_parquet(run_dir / "customers.parquet").select(
-            "customer_id", _known=pl.lit(True), _parent=pl.col(ROW)
-        )
-        recs = _check_parent(
-            recs.join(parents, on="customer_id", how="left", maintain_order="left"),
-            dropped,
-            Reason.UNKNOWN_CUSTOMER,
-            "customer_id",
-        )
+        parent = ("customers", "customer_id", Reason.UNKNOWN_CUSTOMER, {})
         after = pl.col("order_ts") >= cutoff
     elif spec is ORDER_ITEMS:
-        parents = pl.scan_parquet(run_dir / "orders.parquet").select(
-            "order_id", _known=pl.lit(True), _parent=pl.col(ROW), _after=pl.col("order_ts") >= cutoff
-        )
-        recs = _check_parent(
-            recs.join(parents, on="order_id", how="left", maintain_order="left"),
-            dropped,
-            Reason.UNKNOWN_ORDER,
-            "order_id",
-        )
+        parent = ("orders", "order_id", Reason.UNKNOWN_ORDER, {"_after": pl.col("order_ts") >= cutoff})
         after = pl.col("_after").fill_null(False)
+    if parent is not None:
+        name, key, code, extra = parent
+        ok = _join_parent(ok, run_dir / f"{name}.parquet", key, extra)
+        unknown = late_reason.is_null() & ~dropped & pl.col("_known").is_null()
+        late_reason = pl.when(unknown).then(pl.lit(code.value)).otherwise(late_reason)
+        late_column = pl.when(unknown).then(pl.lit(key)).otherwise(late_column)
 
-    # One streaming query, three outputs sharing the scan and the joins. This only stays in
-    # bounded memory because every join keeps the left order.
+    ok = ok.with_columns(late_reason.alias(REASON), late_column.alias(COLUMN)).cache()
+    return _stage(spec, recs, scanned, ok, dropped, after, out, rejects_out)
+
+
+def _stage(
+    spec: InputFile,
+    recs: pl.LazyFrame,
+    scanned: pl.LazyFrame,
+    ok: pl.LazyFrame,
+    dropped: pl.Expr,
+    after: pl.Expr,
+    out: Path,
+    rejects_out: Path,
+) -> FileCounts:
+    """Stage one file's valid rows and rejects in one streaming query, and count them."""
     valid = pl.col(REASON).is_null() & ~dropped
-    tmp_out, tmp_rejects = stage.temporary(out), stage.temporary(rejects_out)
+    reject_columns: list[pl.Expr | str] = [
+        pl.lit(spec.file_name).alias("file"),
+        ROW,
+        pl.col(REASON).alias("reason"),
+        pl.col(COLUMN).alias("column"),
+    ]
+    late_out = rejects_out.with_name(rejects_out.stem + ".late.parquet")
+    tmps = [stage.temporary(path) for path in (out, rejects_out, late_out)]
     try:
-        _, _, totals_frame = pl.collect_all(
+        *_, read_frame, totals_frame = pl.collect_all(
             [
-                recs.filter(valid)
+                ok.filter(valid)
                 .select(*VALID_SCHEMAS[spec.name].names(), *_parent_row(spec))
-                .sink_parquet(tmp_out, compression=stage.STAGED_INPUT_CODEC, lazy=True),
-                recs.filter(pl.col(REASON).is_not_null())
-                .select(
-                    pl.lit(spec.file_name).alias("file"),
-                    pl.col(ROW),
-                    pl.col(REASON).alias("reason"),
-                    pl.col(COLUMN).alias("column"),
-                    RAW,
-                    OFFSET,
-                    LENGTH,
-                )
-                .sink_parquet(tmp_rejects, lazy=True),
-                recs.select(
-                    pl.len().alias("read"),
+                .sink_parquet(tmps[0], compression=stage.STAGED_INPUT_CODEC, lazy=True),
+                scanned.select(*reject_columns, RAW, OFFSET, LENGTH).sink_parquet(tmps[1], lazy=True),
+                ok.filter(pl.col(REASON).is_not_null())
+                .select(*reject_columns, pl.lit(None, pl.String).alias(RAW), OFFSET, LENGTH)
+                .sink_parquet(tmps[2], lazy=True),
+                recs.select(pl.len().alias("read")),
+                ok.select(
                     valid.sum().alias("valid"),
                     dropped.sum().alias("dropped"),
                     (valid & after).sum().alias("after"),
@@ -408,12 +415,14 @@ def _resolve(
             ],
             engine="streaming",
         )
-        stage.commit(tmp_out, out)
-        stage.commit(tmp_rejects, rejects_out)
+        # One rejects part per file, in row order: the scanner's and the later ones, merged.
+        merged = pl.scan_parquet(tmps[1]).merge_sorted(pl.scan_parquet(tmps[2]), key=ROW)
+        stage.sink_parquet(merged, rejects_out)
+        stage.commit(tmps[0], out)
     finally:
-        tmp_out.unlink(missing_ok=True)
-        tmp_rejects.unlink(missing_ok=True)
-    totals = totals_frame.row(0, named=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+    totals = {**read_frame.row(0, named=True), **totals_frame.row(0, named=True)}
     by_reason = dict.fromkeys((r.value for r in REASONS_BY_FILE[spec.name]), 0)
     reason_counts = pl.scan_parquet(rejects_out).group_by("reason").agg(pl.len()).collect()
     for code_value, n in reason_counts.iter_rows():
@@ -431,18 +440,36 @@ def _resolve(
     return counts
 
 
+def _unique_hashes(parents: pl.LazyFrame) -> bool:
+    """Whether no two parent keys share a 64-bit hash (then a hash match names one parent)."""
+    return bool(parents.select(pl.col("_h").n_unique() == pl.len()).collect(engine="streaming").item())
+
+
+def _join_parent(ok: pl.LazyFrame, parents_path: Path, key: str, extra: dict[str, pl.Expr]) -> pl.LazyFrame:
+    """Each row's parent (``_known``, the ``_parent`` row and ``extra`` columns), by its key.
+
+    The join runs on 64-bit hashes of the key (an integer join), then compares the text keys,
+    so a child whose hash matches another key's is never taken for a match. When two parents
+    share a hash (about one chance in 10^5 at 10M keys), it joins on the text keys instead.
+    Measured at L on the items: 9.1 s and 2.2 GB for the whole resolve, 10.8 s and 2.4 GB on text.
+    """
+    hashed = pl.col(key).hash().alias("_h")
+    parents = pl.scan_parquet(parents_path).select(
+        hashed, pl.col(key).alias("_parent_key"), _parent=pl.col(ROW), **extra
+    )
+    if _unique_hashes(parents):
+        joined = ok.with_columns(hashed).join(parents, on="_h", how="left", maintain_order="left")
+        known = pl.col("_parent_key") == pl.col(key)
+    else:
+        parents = parents.drop("_h").rename({"_parent_key": key})
+        joined = ok.join(parents, on=key, how="left", maintain_order="left")
+        known = pl.col("_parent").is_not_null()
+    return joined.with_columns(pl.when(known).then(pl.lit(True)).alias("_known"))
+
+
 def _parent_row(spec: InputFile) -> list[pl.Expr]:
     """The parent's row number, kept on staged orders and items (contract.PARENT_ROW)."""
     return [pl.col("_parent").alias(PARENT_ROW[spec.name])] if spec.name in PARENT_ROW else []
-
-
-def _check_parent(recs: pl.LazyFrame, dropped: pl.Expr, code: Reason, column: str) -> pl.LazyFrame:
-    """Reject rows that passed every other check but whose parent key is unknown (``_known``)."""
-    failed = pl.col(REASON).is_null() & ~dropped & pl.col("_known").is_null()
-    return recs.with_columns(
-        pl.when(failed).then(pl.lit(code.value)).otherwise(pl.col(REASON)).alias(REASON),
-        pl.when(failed).then(pl.lit(column)).otherwise(pl.col(COLUMN)).alias(COLUMN),
-    )
 
 
 # --------------------------------------------------------------------------- rejects
@@ -460,7 +487,7 @@ def _write_rejects(
     frames = []
     for spec in sorted(INPUT_FILES, key=lambda s: s.file_name):
         part = pl.scan_parquet(parts[spec.name])
-        late = part.filter(pl.col(RAW).is_null()).select(ROW, OFFSET, LENGTH).collect()
+        late = part.filter(pl.col(RAW).is_null()).select(ROW, OFFSET, LENGTH).collect(engine="streaming")
         if late.height:
             header = headers[spec.name]
             with _reading(spec, header.location, storage_options):

@@ -3,7 +3,7 @@
 The rest of the library imports this module, never the extension itself. A scan yields
 Arrow record batches of one file, in file order, with the contract's typed columns, the
 row number, the first failing reason and column, the raw text of rejected rows, each
-record's byte range, and 64-bit key hashes for joins (see ``native/core/src/check.rs``).
+record's byte range, and a 64-bit hash of the file's own key (see ``native/core/src/check.rs``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ RAW = "_raw"
 OFFSET = "_offset"
 LENGTH = "_length"
 KEY_HASH = "_key_hash"
-PARENT_HASH = "_parent_hash"
 
 FormatError = _native.FormatError
 InternalError = _native.InternalError

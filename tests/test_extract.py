@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from fastclv import extract as extract_module
 from fastclv.errors import InputError
 from fastclv.extract import extract
 
@@ -94,3 +95,30 @@ def test_rows_rejected_after_the_scan_keep_their_raw_text(tmp_path: Path) -> Non
         ("customers.csv", 2, "conflicting_duplicate", "c1,2024-01-02,FR"),
         ("order_items.csv", 2, "unknown_order", "  o9 ,é,1,2,"),
     ]
+
+
+def test_foreign_keys_fall_back_to_text_keys_when_parent_hashes_collide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text join (taken when two parents share a 64-bit hash) gives the same result."""
+    folder = inputs(tmp_path / "in")
+    (folder / "customers.csv").write_bytes(b"customer_id,signup_date\nc1,2024-01-01\n007,2024-01-01\n")
+    (folder / "orders.csv").write_bytes(
+        b"order_id,customer_id,order_ts,status\no1,c1,2024-01-05,completed\no2,7,2024-01-05,completed\n"
+    )
+    (folder / "order_items.csv").write_bytes(
+        b"order_id,sku,quantity,unit_price\no1,s,1,2\no2,s,1,2\nO1,s,1,2\n"
+    )
+    expected = [
+        ("order_items.csv", 2, "unknown_order"),
+        ("order_items.csv", 3, "unknown_order"),
+        ("orders.csv", 2, "unknown_customer"),
+    ]
+    for unique in (True, False):
+        monkeypatch.setattr(extract_module, "_unique_hashes", lambda _parents, unique=unique: unique)
+        extracted = extract(str(folder), tmp_path / f"run-{unique}", AS_OF)
+        assert pl.read_parquet(extracted.rejects).select("file", "row", "reason").rows() == expected
+        orders = pl.read_parquet(extracted.valid["orders"]).select("order_id", "customer_row").rows()
+        assert orders == [("o1", 1)]
+        items = pl.read_parquet(extracted.valid["order_items"]).select("order_id", "order_row").rows()
+        assert items == [("o1", 1)]

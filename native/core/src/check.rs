@@ -90,7 +90,6 @@ pub const RAW: &str = "_raw";
 pub const OFFSET: &str = "_offset";
 pub const LENGTH: &str = "_length";
 pub const KEY_HASH: &str = "_key_hash";
-pub const PARENT_HASH: &str = "_parent_hash";
 
 /// Longest raw record text kept with a reject (bytes); longer ones are cut, and say so.
 pub const RAW_LIMIT: usize = 64 * 1024;
@@ -116,7 +115,6 @@ pub fn schema(kind: Kind) -> SchemaRef {
             ),
             utf8("status"),
             ArrowField::new(KEY_HASH, DataType::UInt64, true),
-            ArrowField::new(PARENT_HASH, DataType::UInt64, true),
         ]),
         Kind::OrderItems => fields.extend([
             utf8("order_id"),
@@ -124,7 +122,6 @@ pub fn schema(kind: Kind) -> SchemaRef {
             ArrowField::new("quantity", DataType::Int32, true),
             ArrowField::new("unit_price", DataType::Decimal128(18, 2), true),
             ArrowField::new("discount", DataType::Decimal128(18, 2), true),
-            ArrowField::new(PARENT_HASH, DataType::UInt64, true),
         ]),
     }
     fields.extend([
@@ -137,8 +134,8 @@ pub fn schema(kind: Kind) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// The key hash used for joins (xxh3, 64 bits, of the trimmed value). Stable across runs and
-/// machines, so buckets and shards agree.
+/// The hash of a file's own key (xxh3, 64 bits, of the trimmed value) that finds repeated
+/// keys; stable across runs and machines, so buckets and shards can agree on it.
 #[inline]
 pub fn key_hash(value: &[u8]) -> u64 {
     xxh3_64(value)
@@ -175,7 +172,6 @@ pub struct Columns {
     price: Decimal128Builder,
     discount: Decimal128Builder,
     key_hash: UInt64Builder,
-    parent_hash: UInt64Builder,
     reason: StringBuilder,
     column: StringBuilder,
     raw: StringBuilder,
@@ -197,7 +193,6 @@ impl Columns {
             price: Decimal128Builder::with_capacity(0),
             discount: Decimal128Builder::with_capacity(0),
             key_hash: UInt64Builder::with_capacity(capacity),
-            parent_hash: UInt64Builder::with_capacity(capacity),
             reason: StringBuilder::with_capacity(capacity, 0),
             column: StringBuilder::with_capacity(capacity, 0),
             raw: StringBuilder::with_capacity(capacity, 0),
@@ -270,13 +265,11 @@ impl Columns {
                 self.ts.append_null();
                 self.s3.append_null();
                 self.key_hash.append_null();
-                self.parent_hash.append_null();
             }
             Kind::OrderItems => {
                 self.qty.append_null();
                 self.price.append_null();
                 self.discount.append_null();
-                self.parent_hash.append_null();
             }
         }
     }
@@ -304,7 +297,6 @@ impl Columns {
         self.ts.append_value(instant);
         self.s3.append_value(status);
         self.key_hash.append_value(key_hash(id));
-        self.parent_hash.append_value(key_hash(customer));
         Ok(())
     }
 
@@ -327,7 +319,6 @@ impl Columns {
         self.qty.append_value(qty);
         self.price.append_value(i128::from(price));
         self.discount.append_value(i128::from(discount));
-        self.parent_hash.append_value(key_hash(order));
         Ok(())
     }
 
@@ -351,7 +342,6 @@ impl Columns {
                 columns.push(Arc::new(self.ts.finish()));
                 columns.push(Arc::new(self.s3.finish()));
                 columns.push(Arc::new(self.key_hash.finish()));
-                columns.push(Arc::new(self.parent_hash.finish()));
             }
             Kind::OrderItems => {
                 columns.push(Arc::new(self.s1.finish()));
@@ -363,7 +353,6 @@ impl Columns {
                 columns.push(Arc::new(
                     self.discount.finish().with_precision_and_scale(18, 2)?,
                 ));
-                columns.push(Arc::new(self.parent_hash.finish()));
             }
         }
         columns.push(Arc::new(self.reason.finish()));
