@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastclv.errors import ConfigError
 
@@ -31,28 +30,69 @@ def yesterday_utc() -> date:
     return datetime.now(UTC).date() - timedelta(days=1)
 
 
+@dataclass(frozen=True)
+class UriParts:
+    """A libpq URI cut as libpq reads it, forgiving of unencoded ``#``, ``?`` and ``/``."""
+
+    scheme: str
+    #: ``user`` or ``user:password`` (None when the URI names no user).
+    userinfo: str | None
+    #: ``host[:port][,host2...]`` (may be empty: a local socket).
+    hosts: str
+    #: The path after the hosts (None when the URI has none).
+    database: str | None
+    query: str
+
+
+def split_uri(uri: str) -> UriParts | None:
+    """Cut ``scheme://[userinfo@]hosts[/database][?query]``; None when ``uri`` is no URI.
+
+    The user part ends at the *last* ``@``, so a password holding ``#``, ``?`` or ``/`` (which
+    a URI parser would take for a fragment, query or path) never leaks into the host part.
+
+    >>> split_uri("postgresql://app:Le#k?@db:5432/crm?sslmode=require").userinfo
+    'app:Le#k?'
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return None
+    userinfo, at, rest = rest.rpartition("@")
+    cut = re.fullmatch(r"([^/?]*)(?:/([^?]*))?(?:\?(.*))?", rest, re.DOTALL)
+    assert cut is not None  # every string matches
+    hosts, database, query = cut.group(1), cut.group(2), cut.group(3) or ""
+    return UriParts(scheme, userinfo if at else None, hosts, database, query)
+
+
+#: ``password = value`` in a libpq keyword/value string (quoted or not) or a URI query.
+_CONNINFO_SECRET = re.compile(
+    r"\b(" + "|".join(sorted(_SECRET_PARAMS)) + r")(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)"
+)
+
+
 def redact_uri(uri: str | None) -> str:
     """Return ``uri`` with any password replaced by ``***`` (safe to log).
 
+    Takes libpq URIs and keyword/value strings alike.
+
     >>> redact_uri("postgresql://app:s3cret@db:5432/crm?sslmode=require")
     'postgresql://app:***@db:5432/crm?sslmode=require'
+    >>> redact_uri("postgresql://app:Leak#6x@host/db")
+    'postgresql://app:***@host/db'
+    >>> redact_uri("host=db user=app password='a b'")
+    'host=db user=app password=***'
     """
     if not uri:
         return ""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable URI>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, sep, _password = userinfo.partition(":")
-        netloc = f"{user}:***@{hostport}" if sep else f"{user}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k in _SECRET_PARAMS else v) for k, v in pairs], safe="*/:")
-    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment))
+    parts = split_uri(uri)
+    if parts is None:
+        return _CONNINFO_SECRET.sub(r"\1\2***", uri)
+    user = ""
+    if parts.userinfo is not None:
+        name, colon, _password = parts.userinfo.partition(":")
+        user = f"{name}:***@" if colon else f"{name}@"
+    rest = parts.hosts + (f"/{parts.database}" if parts.database is not None else "")
+    query = _CONNINFO_SECRET.sub(r"\1\2***", parts.query)
+    return f"{parts.scheme}://{user}{rest}" + (f"?{query}" if query else "")
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -136,6 +176,12 @@ class Settings:
             raise ConfigError("margin and penalizer must be >= 0.")
         if self.lock_timeout_s <= 0:
             raise ConfigError(f"lock_timeout_s must be > 0, got {self.lock_timeout_s}.")
+        if self.pg_uri and split_uri(self.pg_uri) is None and "=" not in self.pg_uri:
+            raise ConfigError(
+                f"the PostgreSQL URI {redact_uri(self.pg_uri)!r} is neither a libpq URI nor key=value "
+                "settings. Hint: write postgresql://USER:PASSWORD@HOST:5432/DATABASE "
+                "(or host=HOST port=5432 dbname=DATABASE user=USER)."
+            )
         if self.statsd_host:
             parse_statsd_address(self.statsd_host)
         if not _METRIC_PREFIX.match(self.statsd_prefix):

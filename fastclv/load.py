@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fastclv import storage
-from fastclv.config import check_identifier, redact_uri
+from fastclv.config import check_identifier, redact_uri, split_uri
 from fastclv.contract import OUTPUT_NOT_NULL, OUTPUT_PG_TYPES, OUTPUT_SCHEMA, output_arrow_schema
 from fastclv.errors import ConfigError, FastclvError, LoadError, TransientError
 
@@ -418,18 +418,15 @@ _HINTS = {
 
 def _server(pg_uri: str) -> str:
     """``host:port/database`` of a libpq URI or key=value string, without user or password."""
-    try:
-        if "://" in pg_uri:
-            parts = urlsplit(pg_uri)
-            params = dict(parse_qsl(parts.query))
-            host = parts.netloc.rpartition("@")[2] or params.get("host", "")
-            database = parts.path.lstrip("/") or params.get("dbname", "")
-        else:
-            params = dict(re.findall(r"(\w+)\s*=\s*'?([^'\s]*)'?", pg_uri))
-            host = params.get("host", "") + (f":{params['port']}" if params.get("port") else "")
-            database = params.get("dbname", "")
-    except ValueError:
-        return ""
+    parts = split_uri(pg_uri)
+    if parts is not None:
+        params = dict(parse_qsl(parts.query))
+        host = parts.hosts or params.get("host", "")
+        database = parts.database or params.get("dbname", "")
+    else:
+        params = dict(re.findall(r"(\w+)\s*=\s*'?([^'\s]*)'?", pg_uri))
+        host = params.get("host", "") + (f":{params['port']}" if params.get("port") else "")
+        database = params.get("dbname", "")
     if not host:
         return ""
     return unquote(host) + (f"/{unquote(database)}" if database else "")

@@ -429,7 +429,12 @@ def _record(settings: Settings, summary: RunSummary) -> None:
                 started_at=summary.started_at,
             )
         except FastclvError as exc:  # never mask the run's own outcome with a ledger error
-            log.error("could not record run %s in the ledger: %s", summary.run_id, exc)
+            if summary.error and str(exc) in summary.error:
+                # The run failed on this very error (the database is down): it is reported
+                # once, as the run's error, not a second time as a ledger warning.
+                log.debug("could not record run %s in the ledger: %s", summary.run_id, exc)
+            else:
+                log.error("could not record run %s in the ledger: %s", summary.run_id, exc)
 
 
 def _predict(history: Path, output: Path, settings: Settings) -> dict[str, object]:

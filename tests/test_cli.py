@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from fastclv import stage
 
@@ -171,3 +172,44 @@ def test_help_keeps_the_env_and_default_notes_in_brackets() -> None:
     text = " ".join(done.stdout.split())  # the help is wrapped at 80 columns
     for note in ("[env FASTCLV_INPUT]", "[env FASTCLV_STAGING]", "[default: 12]", "[default: public]"):
         assert note in text
+
+
+@pytest.mark.parametrize("password", ["Leak#6x", "Le?ak6x", "Le/ak#?6x"])
+def test_a_password_with_uri_delimiters_never_leaks(tmp_path: Path, password: str) -> None:
+    """Regression: '#' and '?' in a password cut the URI early and part of it was printed."""
+    from fastclv import localpg
+
+    uri = f"postgresql://app:{password}@127.0.0.1:{localpg._free_port()}/db?connect_timeout=2"
+    done = fastclv(
+        "run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", "2025-12-31", "--pg-uri", uri
+    )
+    assert done.returncode != 0
+    summary = (tmp_path / "2025-12-31" / "summary.json").read_text()
+    for text in (done.stdout, done.stderr, summary):
+        for piece in ("Leak", "ak6x", "Le?", "Le/"):
+            assert piece not in text
+    assert "127.0.0.1" in done.stderr  # the server is still named
+
+
+def test_a_pg_uri_that_is_no_uri_says_what_one_looks_like(tmp_path: Path) -> None:
+    """Regression: '127.0.0.1:5432' reached libpq, which answered 'missing "="'."""
+    done = fastclv(
+        "run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", "2025-12-31",
+        "--pg-uri", "127.0.0.1:5432",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "postgresql://USER:PASSWORD@HOST:5432/DATABASE" in done.stderr
+    assert 'missing "="' not in done.stderr
+    assert done.stderr.count("127.0.0.1:5432") == 1  # said once, not by a ledger warning too
+
+
+def test_a_connection_error_is_printed_once(tmp_path: Path) -> None:
+    """Regression: the same failure came out twice, as a ledger warning and as the error."""
+    from fastclv import localpg
+
+    uri = f"postgresql://app@127.0.0.1:{localpg._free_port()}/db?connect_timeout=2"
+    done = fastclv(
+        "run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", "2025-12-31", "--pg-uri", uri
+    )
+    assert done.returncode == 75, done.stderr
+    assert done.stderr.count("connecting to PostgreSQL at 127.0.0.1") == 1, done.stderr
