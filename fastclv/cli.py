@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,7 +120,9 @@ def run(
     ] = None,
     staging: Annotated[
         str | None,
-        typer.Option(help="Staging root; the run writes <staging>/<as-of>/ [env FASTCLV_STAGING]."),
+        typer.Option(
+            help="Staging root; the run writes <staging>/<as-of>/ [env FASTCLV_STAGING, default ./staging]."
+        ),
     ] = None,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD (default: yesterday, UTC).")
@@ -198,13 +201,19 @@ def _run_with_progress(pipeline: Any, settings: Settings) -> Any:
         return pipeline.run(settings, progress=progress)
 
 
+def _stop_hint(data_dir: Path) -> str:
+    """The command that stops the throwaway server in ``data_dir``."""
+    default = Path(data_dir).resolve() == _local_pg_dir().resolve()
+    return "fastclv pg stop" + ("" if default else f" --data-dir {shlex.quote(str(data_dir))}")
+
+
 def _throwaway_postgres() -> str:
     from fastclv import localpg
 
     server = localpg.start_local_postgres(_local_pg_dir())
     err.print(
         f"No PostgreSQL configured: using a throwaway local server at [bold]{server.uri}[/]\n"
-        f"  (data in {server.data_dir}; stop it with: {server.stop_command()})",
+        f"  (data in {server.data_dir}; stop it with: {_stop_hint(server.data_dir)})",
         highlight=False,
         soft_wrap=True,
     )
@@ -286,10 +295,14 @@ def pg_start(
     """Start (or reuse) the throwaway local PostgreSQL and print its URI."""
     from fastclv import localpg
 
+    folder = data_dir.resolve() if data_dir else _local_pg_dir()
     with _user_errors(False):
-        server = localpg.start_local_postgres(data_dir.resolve() if data_dir else _local_pg_dir())
+        running = localpg.local_postgres_status(folder)
+        server = localpg.start_local_postgres(folder)
     out.print(server.uri, highlight=False)
-    err.print(f"stop it with: {server.stop_command()}", highlight=False)
+    done = "reusing the local PostgreSQL already running" if running else "started a local PostgreSQL"
+    err.print(f"{done} on port {server.port} (data in {server.data_dir})", highlight=False, soft_wrap=True)
+    err.print(f"stop it with: {_stop_hint(server.data_dir)}", highlight=False, soft_wrap=True)
 
 
 @pg_app.command("stop")
@@ -299,8 +312,20 @@ def pg_stop(
     """Stop the throwaway local PostgreSQL."""
     from fastclv import localpg
 
+    folder = data_dir.resolve() if data_dir else _local_pg_dir()
     with _user_errors(False):
-        localpg.stop_local_postgres(data_dir.resolve() if data_dir else _local_pg_dir())
+        running = localpg.local_postgres_status(folder)
+        localpg.stop_local_postgres(folder)
+    if running:
+        err.print(
+            f"stopped the local PostgreSQL on port {running.port} (data in {folder})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        err.print(
+            f"no local PostgreSQL is running in {folder}: nothing to stop", highlight=False, soft_wrap=True
+        )
 
 
 @pg_app.command("status")

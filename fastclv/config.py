@@ -23,6 +23,9 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SECRET_PARAMS = frozenset({"password", "sslpassword", "passfile", "sslkey"})
 
 ENV_PREFIX = "FASTCLV_"
+#: The staging root when none is given (``--staging``, ``FASTCLV_STAGING``): one default for
+#: every command.
+DEFAULT_STAGING = "staging"
 
 
 def yesterday_utc() -> date:
@@ -243,12 +246,9 @@ class Settings:
         if given is not None and values.get("storage_options"):
             overrides = {**overrides, "storage_options": {**values["storage_options"], **given}}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        missing = [name for name in ("input", "staging") if name not in values]
-        if missing:
-            raise ConfigError(
-                f"no {' and no '.join(missing)} location given. Hint: pass --{missing[0]} "
-                f"or set {ENV_PREFIX}{missing[0].upper()}."
-            )
+        if "input" not in values:
+            raise ConfigError(f"no input location given. Hint: pass --input or set {ENV_PREFIX}INPUT.")
+        values.setdefault("staging", DEFAULT_STAGING)
         return cls(**values)
 
 

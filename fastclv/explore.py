@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fastclv import stage
+from fastclv.config import DEFAULT_STAGING
 from fastclv.contract import INPUT_FILES
 from fastclv.errors import ConfigError, InputError, TerminalError
 from fastclv.stage import StagingArea
@@ -37,7 +38,6 @@ VIEWS: dict[str, str] = {
     "customer_ltv": stage.OUTPUT,
 }
 FORMATS = ("table", "csv", "json")
-DEFAULT_STAGING = "staging"
 _DATE_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 #: Words that end the interactive prompt.
 QUIT = frozenset({".quit", ".exit", "\\q"})

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -170,7 +171,13 @@ def test_help_keeps_the_env_and_default_notes_in_brackets() -> None:
     )
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())  # the help is wrapped at 80 columns
-    for note in ("[env FASTCLV_INPUT]", "[env FASTCLV_STAGING]", "[default: 12]", "[default: public]"):
+    notes = (
+        "[env FASTCLV_INPUT]",
+        "[env FASTCLV_STAGING, default ./staging]",
+        "[default: 12]",
+        "[default: public]",
+    )
+    for note in notes:
         assert note in text
 
 
@@ -213,3 +220,40 @@ def test_a_connection_error_is_printed_once(tmp_path: Path) -> None:
     )
     assert done.returncode == 75, done.stderr
     assert done.stderr.count("connecting to PostgreSQL at 127.0.0.1") == 1, done.stderr
+
+
+def test_pg_start_stop_say_what_they_did_and_hints_name_our_command() -> None:
+    """Regression: the hint was a runuser/pg_ctl line, `pg stop` printed nothing, and a second
+    `pg start` did not say it reused the running server."""
+    root = Path(tempfile.mkdtemp(prefix="fastclv-cli-pg-"))
+    root.chmod(0o711)  # reachable by the postgres user
+    env = {**os.environ, "FASTCLV_LOCAL_PG_DIR": str(root / "pg")}
+
+    def pg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*FASTCLV, "pg", *args], capture_output=True, text=True, env=env, timeout=300, check=False
+        )
+
+    first = pg("start")
+    try:
+        assert first.returncode == 0, first.stderr
+        assert "started a local PostgreSQL" in first.stderr
+        assert "stop it with: fastclv pg stop\n" in first.stderr
+        second = pg("start")
+        assert "reusing the local PostgreSQL already running" in second.stderr
+        assert second.stdout == first.stdout  # the same URI
+    finally:
+        stopped = pg("stop")
+    assert "stopped the local PostgreSQL" in stopped.stderr
+    assert "nothing to stop" in pg("stop").stderr
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_run_stages_under_the_same_default_staging_as_sql(tmp_path: Path) -> None:
+    sample = str(SAMPLE.resolve())
+    done = fastclv("run", "--input", sample, "--as-of", "2025-12-31", "--no-load", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "staging" / "2025-12-31" / "summary.json").exists()
+    query = fastclv("sql", "--format", "csv", "SELECT count(*) AS n FROM customer_ltv", cwd=tmp_path)
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.splitlines()[-1] == "1009"
