@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -124,12 +123,7 @@ def open_input(
     source = storage.join(location, spec.file_name)
     with _reading(spec, source, storage_options):
         if storage.is_remote(location):
-            filesystem, path = storage.filesystem(source, storage_options)
-            try:
-                stream = filesystem.open_input_stream(path)
-            except FileNotFoundError:
-                _missing_bucket(spec, source, filesystem, path, storage_options)
-                raise
+            stream = storage.open_reader(source, storage_options)
             scan = native.Scan(stream, spec.name, delimiter, chunk_bytes=chunk_bytes, threads=threads)
         else:
             local = storage.local_path(source)
@@ -148,18 +142,6 @@ def open_input(
                 + (f" (delimiter is {delimiter!r})." if len(names) == 1 else ".")
             )
     return Header(spec, source, positions, scan)
-
-
-def _missing_bucket(
-    spec: InputFile, source: str, filesystem: Any, path: str, storage_options: Mapping[str, str] | None
-) -> None:
-    """Name a missing bucket rather than a missing object, when that is the cause."""
-    from pyarrow import fs
-
-    bucket = path.split("/", 1)[0]
-    if filesystem.get_file_info(bucket).type == fs.FileType.NotFound:
-        exc = FileNotFoundError(f"NoSuchBucket: bucket {bucket} does not exist")
-        raise storage.input_error(spec.file_name, source, exc, storage_options) from None
 
 
 def _check_regular_file(spec: InputFile, path: Path) -> None:
@@ -193,10 +175,10 @@ def _reading(spec: InputFile, source: str, storage_options: Mapping[str, str] | 
             f"{spec.file_name}: {exc}. Hint: export the file as UTF-8 CSV (LF or CRLF line ends) "
             "with a header row."
         ) from None
-    except OSError as exc:
+    except (OSError, storage.StoreError) as exc:
         if storage.is_remote(source):
             raise storage.input_error(spec.file_name, source, exc, storage_options) from None
-        detail = exc.strerror or str(exc) or type(exc).__name__
+        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise TransientError(
             f"{spec.file_name}: reading {source} failed ({detail}). "
             "Hint: check the disk or mount that holds the input; the run is safe to retry."
@@ -505,9 +487,12 @@ def _read_ranges(
     """The raw text of records at (``_offset``, ``_length``), as a frame of ``row``, ``_fetched``."""
     spans = ranges.select(OFFSET, LENGTH).rows()
     if storage.is_remote(location):
-        filesystem, path = storage.filesystem(location, storage_options)
-        with filesystem.open_input_file(path) as handle:
-            texts = [native.escape_raw(handle.read_at(length, offset)) for offset, length in spans]
+        starts, lengths = zip(*spans, strict=True) if spans else ((), ())
+        try:
+            with storage.open_reader(location, storage_options) as handle:
+                texts = [native.escape_raw(data) for data in handle.read_at(starts, lengths)]
+        except (OSError, storage.StoreError) as exc:
+            raise storage.storage_error(exc, location, "reading rejected rows of", storage_options) from None
     else:
         fd = os.open(storage.local_path(location), os.O_RDONLY)
         try:

@@ -657,8 +657,7 @@ class _Batches:
         label = str(source)
         try:
             if isinstance(source, str) and storage.is_remote(source):
-                filesystem, path = storage.filesystem(source, storage_options)
-                parquet = pq.ParquetFile(filesystem.open_input_file(path))
+                parquet = pq.ParquetFile(storage.open_reader(source, storage_options))
             elif isinstance(source, str) and "://" in source:
                 from pyarrow import fs
 
@@ -666,7 +665,7 @@ class _Batches:
                 parquet = pq.ParquetFile(filesystem.open_input_file(path))
             else:
                 parquet = pq.ParquetFile(source)
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException, storage.StoreError) as exc:
             raise LoadError(
                 f"cannot read the Parquet file {label} to load into {where}: {exc}. "
                 "Hint: check that the run's staging step wrote it."

@@ -1,19 +1,22 @@
 """Locations: local folders or object-storage prefixes (s3://, gs://, az://, file://).
 
-Two engines talk to object storage, configured from the same storage options:
+Object storage goes through obstore (the Python face of ``object_store``, the Rust client
+Polars uses for its own reads), so one set of storage options, with ``object_store``'s key
+names (``aws_endpoint_url``, ``aws_region``, ``google_service_account``,
+``azure_storage_account_name``, ...), configures everything:
 
-* Polars (its native ``object_store`` client) reads the staged Parquet; it is given the
-  explicit options and reads the standard environment variables itself
-  (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
-  ``AWS_ALLOW_HTTP``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_ACCOUNT_NAME``, ...).
-* ``pyarrow.fs`` streams the input CSVs to the native scanner, moves whole files (publishing
-  and fetching staged files, small JSON files, listings) and hands DuckDB Arrow datasets.
-  :func:`filesystem` builds it from the same variables and options, translated to pyarrow's
-  arguments.
+* Polars reads the staged Parquet with its own ``object_store`` client, given the same options;
+* obstore streams the input CSVs to the native scanner, fetches the byte ranges of rejected
+  records, moves whole files (publishing and fetching staged files, JSON, listings), and hands
+  DuckDB and the loader the staged Parquet (DuckDB through obstore's fsspec adapter).
 
-Storage options use the ``object_store`` key names (``aws_endpoint_url``, ``aws_region``,
-``google_service_account``, ``azure_storage_account_name``, ...); explicit options win over
-the environment. Error messages name the location, never a secret (:func:`storage_error`).
+Both read the standard environment variables themselves (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ALLOW_HTTP``,
+``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_ACCOUNT_NAME``, ...); explicit options win.
+The only translation here: an option may be given without its store's prefix (``region``,
+``endpoint_url``), and HTTP client options (``allow_http``, ``timeout``, ...; also as
+``aws_allow_http``) are handed to the client rather than to the store. Error messages name the
+location, never a secret (:func:`storage_error`).
 """
 
 from __future__ import annotations
@@ -23,93 +26,47 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import obstore.exceptions
 
 from fastclv.config import redact_uri
 from fastclv.errors import ConfigError, FastclvError, InputError, TerminalError, TransientError
 
 log = logging.getLogger(__name__)
 
+#: obstore's errors that are no OSError (a missing object is a FileNotFoundError, a denied one
+#: a PermissionError); :func:`describe` classifies both kinds.
+StoreError = obstore.exceptions.BaseError
+
 S3_SCHEMES = ("s3://", "s3a://")
 GCS_SCHEMES = ("gs://", "gcs://")
 AZURE_SCHEMES = ("az://", "abfs://", "abfss://", "azure://")
 REMOTE_SCHEMES = S3_SCHEMES + GCS_SCHEMES + AZURE_SCHEMES
 
-#: Standard environment variables read for each store (the ones object_store reads too),
-#: with the storage-option key each one stands for.
-ENV_OPTIONS: dict[str, dict[str, str]] = {
-    "s3": {
-        "AWS_ENDPOINT_URL": "aws_endpoint_url",
-        "AWS_ENDPOINT": "aws_endpoint_url",
-        "AWS_ACCESS_KEY_ID": "aws_access_key_id",
-        "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
-        "AWS_SESSION_TOKEN": "aws_session_token",
-        "AWS_DEFAULT_REGION": "aws_region",
-        "AWS_REGION": "aws_region",
-        "AWS_ALLOW_HTTP": "aws_allow_http",
-    },
-    "gcs": {
-        "GOOGLE_SERVICE_ACCOUNT": "google_service_account",
-        "GOOGLE_APPLICATION_CREDENTIALS": "google_application_credentials",
-    },
-    "azure": {
-        "AZURE_STORAGE_ACCOUNT_NAME": "azure_storage_account_name",
-        "AZURE_STORAGE_ACCOUNT_KEY": "azure_storage_account_key",
-        "AZURE_STORAGE_SAS_TOKEN": "azure_storage_sas_token",
-        "AZURE_STORAGE_CLIENT_ID": "azure_storage_client_id",
-        "AZURE_STORAGE_CLIENT_SECRET": "azure_storage_client_secret",
-        "AZURE_STORAGE_TENANT_ID": "azure_storage_tenant_id",
-        "AZURE_STORAGE_ENDPOINT": "azure_storage_endpoint",
-        "AZURE_ALLOW_HTTP": "azure_allow_http",
-    },
-}
-
-#: object_store's aliases -> the one key this module reads (per store).
-_ALIASES: dict[str, dict[str, str]] = {
-    "s3": {
-        "aws_endpoint": "aws_endpoint_url",
-        "endpoint_url": "aws_endpoint_url",
-        "endpoint": "aws_endpoint_url",
-        "access_key_id": "aws_access_key_id",
-        "secret_access_key": "aws_secret_access_key",
-        "aws_token": "aws_session_token",
-        "session_token": "aws_session_token",
-        "token": "aws_session_token",
-        "region": "aws_region",
-        "aws_default_region": "aws_region",
-        "default_region": "aws_region",
-        "allow_http": "aws_allow_http",
-    },
-    "gcs": {
-        "service_account": "google_service_account",
-        "google_service_account_path": "google_service_account",
-        "service_account_path": "google_service_account",
-    },
-    "azure": {
-        "account_name": "azure_storage_account_name",
-        "azure_account_name": "azure_storage_account_name",
-        "account_key": "azure_storage_account_key",
-        "access_key": "azure_storage_account_key",
-        "azure_storage_access_key": "azure_storage_account_key",
-        "sas_token": "azure_storage_sas_token",
-        "azure_storage_sas_key": "azure_storage_sas_token",
-        "client_id": "azure_storage_client_id",
-        "azure_client_id": "azure_storage_client_id",
-        "client_secret": "azure_storage_client_secret",
-        "azure_client_secret": "azure_storage_client_secret",
-        "tenant_id": "azure_storage_tenant_id",
-        "azure_tenant_id": "azure_storage_tenant_id",
-        "endpoint": "azure_storage_endpoint",
-        "azure_endpoint": "azure_storage_endpoint",
-        "allow_http": "azure_allow_http",
-    },
-}
-#: An option whose key contains one of these words holds (or may hold) a secret.
+#: The prefix of each store's option keys (and, upper-cased, of its environment variables).
+_PREFIX = {"s3": "aws_", "gcs": "google_", "azure": "azure_"}
+#: object_store's HTTP client options (obstore's ClientConfig): given apart from the store's.
+_CLIENT_OPTIONS = frozenset(
+    {
+        "allow_http", "allow_invalid_certificates", "connect_timeout", "default_content_type",
+        "http1_only", "http2_only", "http2_keep_alive_interval", "http2_keep_alive_timeout",
+        "http2_keep_alive_while_idle", "http2_max_frame_size", "pool_idle_timeout",
+        "pool_max_idle_per_host", "proxy_url", "proxy_ca_certificate", "proxy_excludes",
+        "timeout", "user_agent",
+    }
+)  # fmt: skip
+#: Options and variables whose name contains one of these words hold (or may hold) a secret.
 _SECRET_WORDS = ("secret", "key", "token", "password", "sas", "credential", "signature")
+#: Environment variables of the stores (obstore reads them; redaction looks at them).
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+#: Bytes obstore fetches per request when streaming an object (the scanner reads 8 MiB steps).
+_READ_BUFFER = 16 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- locations
@@ -148,30 +105,76 @@ def store_of(location: str) -> str:
     return "local"
 
 
-def resolved_options(
-    location: str, storage_options: Mapping[str, str] | None, env: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The effective options for ``location``: standard environment variables, then explicit ones.
+def bucket_of(location: str) -> str:
+    """The bucket (or container) of a URI: ``s3://b/k`` -> ``b``, ``abfss://c@acct.dfs...`` -> ``c``."""
+    return urlsplit(location).netloc.split("@", 1)[0]
 
-    Keys are normalised to one name per setting (``endpoint_url`` -> ``aws_endpoint_url``).
 
-    >>> resolved_options("s3://b/x", {"region": "eu-west-1"}, env={"AWS_REGION": "us-east-1"})
-    {'aws_region': 'eu-west-1'}
+def split_options(
+    location: str, storage_options: Mapping[str, str] | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The explicit options for ``location``'s store, as (store config, HTTP client options).
+
+    Keys are lower-cased and given their store's prefix when they have none; client options
+    lose it (object_store spells them ``allow_http``, ``timeout``, ...).
+
+    >>> split_options("s3://b/k", {"Region": "eu-west-1", "aws_allow_http": "true"})
+    ({'aws_region': 'eu-west-1'}, {'allow_http': 'true'})
     """
-    store = store_of(location)
-    if store == "local":
-        return {}
-    source = os.environ if env is None else env
-    aliases = _ALIASES[store]
-    options: dict[str, str] = {}
-    for variable, key in ENV_OPTIONS[store].items():
-        value = source.get(variable)
-        if value:
-            options[key] = value
+    prefix = _PREFIX.get(store_of(location))
+    if prefix is None:
+        return {}, {}
+    config: dict[str, str] = {}
+    client: dict[str, str] = {}
     for key, value in (storage_options or {}).items():
         name = key.lower()
-        options[aliases.get(name, name)] = str(value)
-    return options
+        bare = name.removeprefix(prefix)
+        if bare in _CLIENT_OPTIONS:
+            client[bare] = str(value)
+        elif name.startswith(tuple(_PREFIX.values())):
+            if name.startswith(prefix):  # another store's options are for another location
+                config[name] = str(value)
+        else:
+            config[prefix + name] = str(value)
+    return config, client
+
+
+def store(location: str, storage_options: Mapping[str, str] | None) -> tuple[Any, str]:
+    """The obstore store of a URI's bucket, and the object's path in it.
+
+    Stores are reused per bucket, options and environment (each keeps its connection pool).
+    """
+    parts = urlsplit(location)
+    root = f"{parts.scheme}://{parts.netloc}"
+    config, client = split_options(location, storage_options)
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+    try:
+        found = _store(root, tuple(sorted(config.items())), tuple(sorted(client.items())), environment)
+    except BaseException as exc:  # obstore panics (PanicException) on some unknown keys
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise ConfigError(
+            f"cannot use the storage options for {redact_uri(location)} "
+            f"({scrub((str(exc) or type(exc).__name__).splitlines()[0], storage_options)}). "
+            "Hint: use object_store's option names (aws_endpoint_url, aws_region, "
+            "google_service_account, azure_storage_account_name, ...)."
+        ) from None
+    return found, parts.path.lstrip("/")
+
+
+@lru_cache(maxsize=32)
+def _store(
+    root: str,
+    config: tuple[tuple[str, str], ...],
+    client: tuple[tuple[str, str], ...],
+    environment: tuple[tuple[str, str], ...],  # noqa: ARG001 - part of the cache key only
+) -> Any:
+    """One obstore store (``environment`` is only part of the cache key: obstore reads it)."""
+    from obstore.store import from_url
+
+    # Typed per store in obstore's stubs; these are checked by object_store when the store is built.
+    options: dict[str, Any] = {"config": dict(config) or None, "client_options": dict(client) or None}
+    return from_url(root, **options)
 
 
 def secret_values(
@@ -180,8 +183,11 @@ def secret_values(
     """Every option value (explicit or from the environment) that may be a secret."""
     source = os.environ if env is None else env
     found = [str(v) for k, v in (storage_options or {}).items() if _is_secret_key(k)]
-    for variables in ENV_OPTIONS.values():
-        found += [source[name] for name in variables if _is_secret_key(name) and source.get(name)]
+    found += [
+        value
+        for name, value in source.items()
+        if name.startswith(_ENV_PREFIXES) and _is_secret_key(name) and value
+    ]
     return sorted({v for v in found if len(v) >= 4}, key=len, reverse=True)
 
 
@@ -195,115 +201,6 @@ def scrub(text: str, storage_options: Mapping[str, str] | None) -> str:
     for secret in secret_values(storage_options):
         text = text.replace(secret, "***")
     return text
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-# --------------------------------------------------------------------------- pyarrow.fs
-
-
-def fs_path(location: str) -> str:
-    """The pyarrow.fs path of a URI: ``bucket/key`` (Azure: ``container/path``)."""
-    parts = urlsplit(location)
-    netloc = parts.netloc
-    if store_of(location) == "azure" and "@" in netloc:
-        netloc = netloc.split("@", 1)[0]  # abfs://container@account.dfs.core.windows.net/path
-    return (netloc + parts.path).rstrip("/")
-
-
-def pyarrow_arguments(location: str, options: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
-    """The pyarrow FileSystem class name and constructor arguments for resolved options.
-
-    >>> pyarrow_arguments("s3://b/x", {"aws_endpoint_url": "http://127.0.0.1:9000"})
-    ('S3FileSystem', {'endpoint_override': 'http://127.0.0.1:9000'})
-    """
-    store = store_of(location)
-    if store == "s3":
-        return "S3FileSystem", _s3_arguments(options)
-    if store == "gcs":
-        # pyarrow's GCS client finds its credentials itself (GOOGLE_APPLICATION_CREDENTIALS,
-        # the metadata server); an explicit service-account file must be given that way.
-        return "GcsFileSystem", {"anonymous": True} if _truthy(options.get("google_skip_signature")) else {}
-    if store == "azure":
-        return "AzureFileSystem", _azure_arguments(location, options)
-    raise ConfigError(f"{location} is not an object-storage URI.")
-
-
-def _picked(options: Mapping[str, str], names: Mapping[str, str]) -> dict[str, Any]:
-    """``{argument: options[key]}`` for the options that are set."""
-    return {argument: options[key] for key, argument in names.items() if options.get(key)}
-
-
-def _s3_arguments(options: Mapping[str, str]) -> dict[str, Any]:
-    kwargs = _picked(
-        options,
-        {
-            "aws_access_key_id": "access_key",
-            "aws_secret_access_key": "secret_key",
-            "aws_session_token": "session_token",
-            "aws_region": "region",
-        },
-    )
-    endpoint = options.get("aws_endpoint_url")
-    if endpoint:
-        kwargs["endpoint_override"] = endpoint
-        if "://" not in endpoint:
-            kwargs["scheme"] = "http" if _truthy(options.get("aws_allow_http")) else "https"
-    if _truthy(options.get("aws_skip_signature")):
-        kwargs["anonymous"] = True
-    return kwargs
-
-
-def _azure_arguments(location: str, options: Mapping[str, str]) -> dict[str, Any]:
-    account = options.get("azure_storage_account_name") or _azure_account(location)
-    if not account:
-        raise ConfigError(
-            f"no Azure storage account for {location}. Hint: set AZURE_STORAGE_ACCOUNT_NAME or "
-            "the storage option azure_storage_account_name."
-        )
-    kwargs = {
-        "account_name": account,
-        **_picked(
-            options,
-            {
-                "azure_storage_account_key": "account_key",
-                "azure_storage_sas_token": "sas_token",
-                "azure_storage_client_id": "client_id",
-                "azure_storage_client_secret": "client_secret",
-                "azure_storage_tenant_id": "tenant_id",
-            },
-        ),
-    }
-    endpoint = options.get("azure_storage_endpoint")
-    if endpoint:
-        parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
-        kwargs["blob_storage_authority"] = parts.netloc
-        kwargs["blob_storage_scheme"] = parts.scheme or (
-            "http" if _truthy(options.get("azure_allow_http")) else "https"
-        )
-    return kwargs
-
-
-def _azure_account(location: str) -> str | None:
-    netloc = urlsplit(location).netloc
-    if "@" in netloc:
-        return netloc.split("@", 1)[1].split(".", 1)[0] or None
-    return None
-
-
-def filesystem(location: str, storage_options: Mapping[str, str] | None) -> tuple[Any, str]:
-    """A pyarrow FileSystem for a URI (or the local one) and the path inside it."""
-    from pyarrow import fs
-
-    if not is_remote(location):
-        return fs.LocalFileSystem(), str(local_path(location).resolve())
-    name, kwargs = pyarrow_arguments(location, resolved_options(location, storage_options))
-    try:
-        return getattr(fs, name)(**kwargs), fs_path(location)
-    except (OSError, ValueError, TypeError) as exc:
-        raise storage_error(exc, location, "connecting to the object store for", storage_options) from None
 
 
 # --------------------------------------------------------------------------- errors
@@ -340,7 +237,7 @@ _UNREACHABLE = re.compile(
 
 
 def describe(exc: BaseException, storage_options: Mapping[str, str] | None = None) -> Problem:
-    """Classify an object-storage error (Polars or pyarrow) and say it in one short line."""
+    """Classify an object-storage error (obstore, Polars or pyarrow) and say it in one short line."""
     text = str(exc)
     code = re.search(r"<Code>([^<]+)</Code>", text)
     message = re.search(r"<Message>([^<]+)</Message>", text)
@@ -390,13 +287,15 @@ def storage_error(
     Missing object -> ``missing`` (InputError by default); absent bucket or denied access ->
     ConfigError; an unreachable store or any other failure -> TransientError (retry).
     """
+    if isinstance(exc, FastclvError):
+        return exc
     shown = redact_uri(location) if "@" in location else location
     problem = describe(exc, storage_options)
     if problem.kind == "no_bucket":
-        bucket = fs_path(location).split("/", 1)[0]
         return ConfigError(
-            f"{doing} {shown}: the bucket or container '{bucket}' does not exist ({problem.detail}). "
-            "Hint: check the bucket name, and the endpoint and region (AWS_ENDPOINT_URL, AWS_REGION)."
+            f"{doing} {shown}: the bucket or container '{bucket_of(location)}' does not exist "
+            f"({problem.detail}). Hint: check the bucket name, and the endpoint and region "
+            "(AWS_ENDPOINT_URL, AWS_REGION)."
         )
     if problem.kind == "denied":
         return ConfigError(f"{doing} {shown}: access denied ({problem.detail}). Hint: {_CREDENTIALS_HINT}")
@@ -422,6 +321,8 @@ def input_error(
     A missing object, an absent bucket or refused credentials are InputErrors (terminal: the
     input location or its credentials are wrong); an unreachable store is a TransientError.
     """
+    if isinstance(exc, FastclvError):
+        return exc
     shown = redact_uri(source) if "@" in source else source
     problem = describe(exc, storage_options)
     if problem.kind == "unreachable":
@@ -431,8 +332,7 @@ def input_error(
             "the run is safe to retry."
         )
     if problem.kind == "no_bucket":
-        bucket = fs_path(source).split("/", 1)[0]
-        what = f"the bucket '{bucket}' of {shown} does not exist"
+        what = f"the bucket '{bucket_of(source)}' of {shown} does not exist"
         hint = "check the bucket name in the input location, and the endpoint and region."
     elif problem.kind == "denied":
         what = f"access to {shown} was denied"
@@ -446,6 +346,103 @@ def input_error(
     return InputError(f"{file_name}: {what} ({problem.detail}). Hint: {hint}")
 
 
+def _bucket_missing(location: str, storage_options: Mapping[str, str] | None) -> BaseException | None:
+    """The error that says the bucket of ``location`` is absent, or None when it exists.
+
+    A missing object and a missing bucket both come back as "not found"; a listing tells them
+    apart (S3 answers NoSuchBucket).
+    """
+    import obstore
+
+    found, _ = store(location, storage_options)
+    try:
+        next(iter(obstore.list(found, chunk_size=1)), None)
+    except Exception as exc:  # noqa: BLE001 - classified by describe()
+        return exc if describe(exc).kind == "no_bucket" else None
+    return None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class Reader:
+    """An object opened for reading: ``read(n) -> bytes`` streams it, ``read_at`` takes a range.
+
+    Also a seekable binary file (``seek``, ``tell``, ``size``) for pyarrow's Parquet reader.
+    """
+
+    def __init__(self, handle: Any, found: Any, path: str) -> None:
+        self._handle = handle
+        self._store = found
+        self._path = path
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes from the current position (all the rest when negative)."""
+        return bytes(self._handle.read(None if size is None or size < 0 else size))
+
+    def read_at(self, starts: Sequence[int], lengths: Sequence[int]) -> list[bytes]:
+        """The bytes at each (start, length): one coalesced set of range requests."""
+        import obstore
+
+        if not starts:
+            return []
+        ends = [start + length for start, length in zip(starts, lengths, strict=True)]
+        return [
+            bytes(part)
+            for part in obstore.get_ranges(self._store, self._path, starts=list(starts), ends=ends)
+        ]
+
+    # The rest is what pyarrow asks of a Python file object.
+
+    def seek(self, offset: int, whence: int = 0) -> int:  # noqa: D102
+        return int(self._handle.seek(offset, whence))
+
+    def tell(self) -> int:  # noqa: D102
+        return int(self._handle.tell())
+
+    def seekable(self) -> bool:  # noqa: D102
+        return True
+
+    def readable(self) -> bool:  # noqa: D102
+        return True
+
+    @property
+    def closed(self) -> bool:  # noqa: D102
+        return False
+
+    @property
+    def size(self) -> int:  # noqa: D102
+        return int(self._handle.size)
+
+    def close(self) -> None:  # noqa: D102
+        self._handle.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def open_reader(location: str, storage_options: Mapping[str, str] | None) -> Reader:
+    """Open an object for reading; a missing bucket is told from a missing object.
+
+    Raises the store's own error (classify it with :func:`describe`, :func:`storage_error` or
+    :func:`input_error`), or a ConfigError for unusable storage options.
+    """
+    import obstore
+
+    found, path = store(location, storage_options)
+    try:
+        handle = obstore.open_reader(found, path, buffer_size=_READ_BUFFER)
+    except FileNotFoundError:
+        missing = _bucket_missing(location, storage_options)
+        if missing is not None:
+            raise missing from None
+        raise
+    return Reader(handle, found, path)
+
+
 # --------------------------------------------------------------------------- whole objects
 
 
@@ -453,53 +450,42 @@ def exists(location: str, storage_options: Mapping[str, str] | None) -> bool:
     """Whether a file or object exists."""
     if not is_remote(location):
         return local_path(location).is_file()
-    from pyarrow import fs
+    import obstore
 
-    filesystem_, path = filesystem(location, storage_options)
+    found, path = store(location, storage_options)
     try:
-        return bool(filesystem_.get_file_info(path).type == fs.FileType.File)
-    except OSError as exc:
+        obstore.head(found, path)
+    except FileNotFoundError:
+        return False
+    except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, "checking", storage_options) from None
+    return True
 
 
 def check_bucket(location: str, storage_options: Mapping[str, str] | None, doing: str) -> None:
     """Fail early and clearly when the bucket of ``location`` is absent or not accessible."""
-    from pyarrow import fs
+    import obstore
 
-    filesystem_, path = filesystem(location, storage_options)
-    bucket = path.split("/", 1)[0]
+    found, path = store(location, storage_options)
     try:
-        info = filesystem_.get_file_info(bucket)
-    except OSError as exc:
+        next(iter(obstore.list(found, prefix=path, chunk_size=1)), None)
+    except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, doing, storage_options) from None
-    if info.type == fs.FileType.NotFound:
-        raise storage_error(
-            FileNotFoundError(f"NoSuchBucket: bucket {bucket} does not exist"),
-            location,
-            doing,
-            storage_options,
-        )
 
 
 def upload(source: Path, location: str, storage_options: Mapping[str, str] | None) -> None:
     """Copy a local file to an object, whole: readers see the old object or the new one.
 
-    A single PUT or a multipart upload becomes visible only when complete, so no reader
-    ever sees half a file. The copy runs in one native call (no Python code mid-upload
-    that could leave a partial upload to be completed), and its size is checked after.
+    A single PUT or a multipart upload becomes visible only when complete, so no reader ever
+    sees half a file; a failed multipart upload is aborted by obstore. The size is checked after.
     """
-    from pyarrow import fs
+    import obstore
 
-    filesystem_, path = filesystem(location, storage_options)
+    found, path = store(location, storage_options)
     try:
-        fs.copy_files(
-            str(source.resolve()),
-            path,
-            source_filesystem=fs.LocalFileSystem(),
-            destination_filesystem=filesystem_,
-        )
-        size = filesystem_.get_file_info(path).size
-    except OSError as exc:
+        obstore.put(found, path, source)
+        size = obstore.head(found, path)["size"]
+    except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, "publishing", storage_options) from None
     if size != source.stat().st_size:
         raise TransientError(
@@ -512,17 +498,17 @@ def download(
     location: str, target: Path, storage_options: Mapping[str, str] | None, *, missing_hint: str
 ) -> None:
     """Copy an object to a local file (atomically: a temporary name, then a rename)."""
-    from pyarrow import fs
+    import obstore
 
-    filesystem_, path = filesystem(location, storage_options)
+    found, path = store(location, storage_options)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
-        fs.copy_files(
-            path, str(tmp), source_filesystem=filesystem_, destination_filesystem=fs.LocalFileSystem()
-        )
+        with tmp.open("wb") as out:
+            for chunk in obstore.get(found, path).stream(min_chunk_size=_READ_BUFFER):
+                out.write(chunk)
         os.replace(tmp, target)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, "fetching", storage_options, missing_hint=missing_hint) from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -532,55 +518,71 @@ def read_bytes(location: str, storage_options: Mapping[str, str] | None, *, miss
     """The whole content of a file or object."""
     if not is_remote(location):
         return local_path(location).read_bytes()
-    filesystem_, path = filesystem(location, storage_options)
+    import obstore
+
+    found, path = store(location, storage_options)
     try:
-        with filesystem_.open_input_stream(path) as stream:
-            return bytes(stream.read())
-    except OSError as exc:
+        return bytes(obstore.get(found, path).bytes())
+    except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, "reading", storage_options, missing_hint=missing_hint) from None
 
 
 def delete(location: str, storage_options: Mapping[str, str] | None) -> None:
     """Remove an object if it exists."""
-    from pyarrow import fs
+    import obstore
 
-    filesystem_, path = filesystem(location, storage_options)
+    found, path = store(location, storage_options)
     try:
-        if filesystem_.get_file_info(path).type != fs.FileType.NotFound:
-            filesystem_.delete_file(path)
-    except OSError as exc:
+        obstore.delete(found, path)
+    except FileNotFoundError:
+        return
+    except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, "removing", storage_options) from None
 
 
 def list_folders(location: str, storage_options: Mapping[str, str] | None) -> list[str] | None:
     """Names of the direct sub-folders (common prefixes) of ``location``; None if it has none."""
-    from pyarrow import fs
+    import obstore
 
-    filesystem_, path = filesystem(location, storage_options)
+    found, path = store(location, storage_options)
+    prefix = path.rstrip("/") + "/" if path else None
     try:
-        infos = filesystem_.get_file_info(fs.FileSelector(path, allow_not_found=True))
-    except OSError as exc:
+        listing = obstore.list_with_delimiter(found, prefix)
+    except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, "listing", storage_options) from None
-    if not infos:
+    if not listing["common_prefixes"] and not listing["objects"]:
         return None
-    return sorted(info.base_name for info in infos if info.type == fs.FileType.Directory)
+    return sorted(name.rstrip("/").rsplit("/", 1)[-1] for name in listing["common_prefixes"])
 
 
 def arrow_dataset(location: str, storage_options: Mapping[str, str] | None) -> Any:
-    """A pyarrow Parquet dataset over one object (for DuckDB: streamed, columns pushed down)."""
-    import pyarrow.dataset as ds
+    """A pyarrow Parquet dataset over one object (for DuckDB: streamed, columns pushed down).
 
-    filesystem_, path = filesystem(location, storage_options)
+    pyarrow reads it through obstore's fsspec adapter, with the same options as everything else.
+    """
+    import pyarrow.dataset as ds
+    from obstore.fsspec import FsspecStore
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    parts = urlsplit(location)
+    config, client = split_options(location, storage_options)
+    protocol = {"s3": "s3", "gcs": "gs", "azure": "az"}[store_of(location)]
+    options: dict[str, Any] = {"config": config or None, "client_options": client or None}
+    make: Any = FsspecStore  # typed per protocol literal in its stubs
+    adapter = make(protocol, **options)
     try:
-        return ds.dataset(path, filesystem=filesystem_, format="parquet")
-    except OSError as exc:
+        return ds.dataset(
+            f"{bucket_of(location)}{parts.path}",
+            filesystem=PyFileSystem(FSSpecHandler(adapter)),
+            format="parquet",
+        )
+    except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, "opening", storage_options) from None
 
 
 # --------------------------------------------------------------------------- Airflow-style connections
 
 
-#: Extras of an Airflow connection that name a storage option under another name.
 _CONNECTION_EXTRAS = {
     "region_name": "aws_region",
     "endpoint_url": "aws_endpoint_url",

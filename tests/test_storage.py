@@ -319,36 +319,48 @@ def test_storage_options_merge_environment_json_and_cli_pairs() -> None:
     assert parse_storage_options({"aws_allow_http": True, "n": 3}) == {"aws_allow_http": "true", "n": "3"}
 
 
-def test_environment_and_aliases_resolve_to_pyarrow_arguments() -> None:
-    env = {"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "k"}
-    options = storage.resolved_options("s3://b/p", {"region": "eu-west-1", "secret_access_key": "s"}, env=env)
-    assert options == {
-        "aws_endpoint_url": "http://minio:9000",
-        "aws_region": "eu-west-1",
-        "aws_access_key_id": "k",
-        "aws_secret_access_key": "s",
-    }
-    assert storage.pyarrow_arguments("s3://b/p", options) == (
-        "S3FileSystem",
-        {
-            "access_key": "k",
-            "secret_key": "s",
-            "region": "eu-west-1",
-            "endpoint_override": "http://minio:9000",
-        },
+def test_options_are_handed_to_object_store_by_its_own_names() -> None:
+    """Keys without their store's prefix get it; HTTP client options go to the client."""
+    config, client = storage.split_options(
+        "s3://b/p",
+        {"Region": "eu-west-1", "aws_secret_access_key": "s", "aws_allow_http": "true", "timeout": "30s"},
     )
-    azure = storage.resolved_options(
-        "az://container/p",
-        {"account_name": "acct", "endpoint": "127.0.0.1:10000", "allow_http": "true"},
-        env={},
+    assert config == {"aws_region": "eu-west-1", "aws_secret_access_key": "s"}
+    assert client == {"allow_http": "true", "timeout": "30s"}
+    # Another store's options are for another location (one set of options may serve several).
+    assert storage.split_options("gs://b/p", {"aws_region": "x", "google_service_account": "/k.json"}) == (
+        {"google_service_account": "/k.json"},
+        {},
     )
-    assert storage.pyarrow_arguments("az://container/p", azure) == (
-        "AzureFileSystem",
-        {"account_name": "acct", "blob_storage_authority": "127.0.0.1:10000", "blob_storage_scheme": "http"},
-    )
-    assert storage.fs_path("abfss://data@acct.dfs.core.windows.net/in/") == "data/in"
-    assert storage.pyarrow_arguments("gs://b/p", {}) == ("GcsFileSystem", {})
-    assert storage.resolved_options("/local/folder", {"a": "b"}) == {}
+    assert storage.split_options("/local/folder", {"a": "b"}) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        {"aws_endpoint_url": "{endpoint}", "aws_allow_http": "true"},
+        {"endpoint_url": "{endpoint}", "allow_http": "true"},
+    ],
+)
+def test_a_whole_run_stages_remotely_with_the_options_alone(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, spelling: dict[str, str]
+) -> None:
+    """Scan, Polars, DuckDB's cross-check and the JSON files all take the explicit options."""
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("AWS_ALLOW_HTTP")
+    options = {key: value.format(endpoint=endpoint) for key, value in spelling.items()}
+    staging = f"s3://{BUCKET}/options-{uuid.uuid4().hex[:8]}"
+    settings = Settings(input=f"s3://{BUCKET}/in/", staging=staging, as_of=AS_OF, load=False)
+    summary = pipeline.run(settings.replace(storage_options=options))
+    assert summary.status == "succeeded"
+    assert _keys(s3, staging.removeprefix(f"s3://{BUCKET}/") + "/") >= {f"{D}/{name}" for name in STAGED}
+
+
+def test_an_option_object_store_does_not_know_is_a_config_error(s3: Any) -> None:
+    with pytest.raises(ConfigError, match="object_store's option names") as bad:
+        storage.exists(f"s3://{BUCKET}/in/customers.csv", {"no_such_option": "s3cr3t-value"})
+    assert "s3cr3t-value" not in str(bad.value)
 
 
 def test_airflow_style_connections_become_storage_options() -> None:
