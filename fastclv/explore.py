@@ -285,8 +285,10 @@ def rich_table(result: QueryResult, width: int | None = None) -> Any:
     numeric = ("int", "uint", "float", "double", "decimal")
     table = Table(show_edge=True, header_style="bold")
     for name, kind in zip(columns, result.types, strict=True):
-        justify = "right" if kind.startswith(numeric) else "left"
-        table.add_column(_escape(name), justify=justify, overflow="fold")
+        if kind.startswith(numeric):
+            table.add_column(_escape(name), justify="right", overflow="fold")
+        else:
+            table.add_column(_escape(name), justify="left", overflow="fold")
     for row, shown in zip(result.rows, cells, strict=True):
         table.add_row(*("[dim]null[/]" if v is None else _escape(c) for v, c in zip(row, shown, strict=True)))
     return table
