@@ -433,7 +433,11 @@ def sql(
         run_area = explore.run_folder(
             root, _date_option(as_of), storage_options=_storage_options(storage_option)
         )
-        if explore.run_status(run_area) != "succeeded":
+        status = explore.run_status(run_area)
+        queried = f"the run of {run_area.name} (as-of date; {status or 'no summary'}) in {run_area.location}"
+        if fmt != "table":  # stdout holds the data only; the table's footer names the run
+            err.print(f"querying {queried}", highlight=False, markup=False)
+        if status != "succeeded":
             err.print(f"note: the run of {run_area.name} did not succeed; querying what it staged")
         if missing := explore.missing_views(run_area):
             err.print(
@@ -442,17 +446,17 @@ def sql(
             )
         con = explore.connect(run_area)
         if query is not None:
-            _print_result(explore, con, query, fmt, max_rows)
+            _print_result(explore, con, query, fmt, max_rows, queried)
             return
-    failed = _sql_prompt(explore, con, fmt, max_rows, run_area.location)
+    failed = _sql_prompt(explore, con, fmt, max_rows, queried)
     raise typer.Exit(1 if failed else 0)
 
 
-def _sql_prompt(explore: Any, con: Any, fmt: str, max_rows: int, run_dir: str) -> int:
+def _sql_prompt(explore: Any, con: Any, fmt: str, max_rows: int, queried: str) -> int:
     """Read queries from stdin until EOF or .quit; print each result; count the failures."""
     interactive = sys.stdin.isatty()
     if interactive:
-        err.print(f"fastclv sql on {run_dir}: end a query with ';', leave with .quit", highlight=False)
+        err.print(f"fastclv sql on {queried}: end a query with ';', leave with .quit", highlight=False)
 
     def lines() -> Iterator[str]:
         while True:
@@ -466,24 +470,24 @@ def _sql_prompt(explore: Any, con: Any, fmt: str, max_rows: int, run_dir: str) -
     failed = 0
     for statement in explore.statements(lines()):
         try:
-            _print_result(explore, con, statement, fmt, max_rows)
+            _print_result(explore, con, statement, fmt, max_rows, queried)
         except FastclvError as exc:
             failed += 1
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return failed
 
 
-def _print_result(explore: Any, con: Any, query: str, fmt: str, max_rows: int) -> None:
+def _print_result(explore: Any, con: Any, query: str, fmt: str, max_rows: int, queried: str) -> None:
     """Print one query's result: csv and json stream every row, the table the first ones."""
     if fmt in ("csv", "json"):
         writer = explore.write_csv if fmt == "csv" else explore.write_json
         writer(explore.open_query(con, query), sys.stdout)
     else:
         result = explore.run_query(con, query, max_rows=max_rows)
-        out.print(explore.rich_table(result))
+        out.print(explore.rich_table(result, width=out.width))
         more = result.total - len(result.rows)
         shown = f"{result.total:,} row(s)" + (f", first {len(result.rows):,} shown" if more else "")
-        out.print(f"[dim]{shown}[/]", highlight=False)
+        out.print(f"{shown} from {queried}", style="dim", highlight=False, markup=False)
     sys.stdout.flush()
 
 

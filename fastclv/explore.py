@@ -28,7 +28,7 @@ from typing import IO, Any
 from fastclv import stage
 from fastclv.config import DEFAULT_STAGING
 from fastclv.contract import INPUT_FILES
-from fastclv.errors import ConfigError, InputError, TerminalError
+from fastclv.errors import ConfigError, InputError, TerminalError, printable
 from fastclv.stage import StagingArea
 
 #: View name -> staged file name.
@@ -270,16 +270,51 @@ def write_json(result: Rows, stream: IO[str]) -> int:
     return total
 
 
-def rich_table(result: QueryResult) -> Any:
-    """A rich Table of the result (numbers right-aligned, nulls dimmed)."""
+def rich_table(result: QueryResult, width: int | None = None) -> Any:
+    """The result as a rich Table: numbers right-aligned, nulls dimmed, control characters escaped.
+
+    When ``width`` is given and the rows would not fit in it, one record per block instead
+    (``column | value`` lines, as psql's expanded display), so wide results stay readable.
+    """
     from rich.table import Table
 
+    columns = [printable(name) for name in result.columns]
+    cells = [["null" if v is None else printable(text(v, sep=" ")) for v in row] for row in result.rows]
+    if width is not None and columns and _table_width(columns, cells) > width:
+        return _records(columns, cells, result.rows)
     numeric = ("int", "uint", "float", "double", "decimal")
     table = Table(show_edge=True, header_style="bold")
-    for name, kind in zip(result.columns, result.types, strict=True):
-        table.add_column(name, justify="right" if kind.startswith(numeric) else "left", overflow="fold")
-    for row in result.rows:
-        table.add_row(*("[dim]null[/]" if v is None else _escape(text(v, sep=" ")) for v in row))
+    for name, kind in zip(columns, result.types, strict=True):
+        if kind.startswith(numeric):
+            table.add_column(_escape(name), justify="right", overflow="fold")
+        else:
+            table.add_column(_escape(name), justify="left", overflow="fold")
+    for row, shown in zip(result.rows, cells, strict=True):
+        table.add_row(*("[dim]null[/]" if v is None else _escape(c) for v, c in zip(row, shown, strict=True)))
+    return table
+
+
+def _table_width(columns: list[str], cells: list[list[str]]) -> int:
+    """Characters a bordered table of these cells takes on one line (rich: ``| x |`` per column)."""
+    widths = [len(name) for name in columns]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _records(columns: list[str], cells: list[list[str]], rows: list[tuple[Any, ...]]) -> Any:
+    """One block per record: ``-[ RECORD n ]-`` then the column names beside their values."""
+    from rich.table import Table
+
+    table = Table(show_header=False, show_edge=False, box=None, padding=(0, 1), pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for number, (row, shown) in enumerate(zip(rows, cells, strict=True), start=1):
+        if number > 1:
+            table.add_row("", "")
+        table.add_row(f"-[ RECORD {number} ]-", "")
+        for name, value, cell in zip(columns, row, shown, strict=True):
+            table.add_row(_escape(name), "[dim]null[/]" if value is None else _escape(cell))
     return table
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import date
@@ -50,9 +51,11 @@ def top3(staging: Path) -> pl.DataFrame:
     )
 
 
-def fastclv_sql(*args: str, staging: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def fastclv_sql(
+    *args: str, staging: Path, stdin: str | None = None, columns: int = 200
+) -> subprocess.CompletedProcess[str]:
     # The default staging root comes from the environment; no --as-of picks the latest good run.
-    env = {**os.environ, "FASTCLV_STAGING": str(staging), "COLUMNS": "200"}
+    env = {**os.environ, "FASTCLV_STAGING": str(staging), "COLUMNS": str(columns)}
     return subprocess.run(
         [*FASTCLV, "sql", *args],
         input=stdin,
@@ -87,6 +90,52 @@ def test_table_prints_the_rows_and_a_count(staging: Path, top3: pl.DataFrame) ->
         assert customer_id in done.stdout
         assert str(clv) in done.stdout
     assert "3 row(s)" in done.stdout
+
+
+def test_sql_says_which_as_of_it_queried(staging: Path) -> None:
+    queried = f"the run of {AS_OF.isoformat()} (as-of date; succeeded) in {staging / AS_OF.isoformat()}"
+    table = fastclv_sql("SELECT 1 AS one", staging=staging, columns=400)
+    assert table.returncode == 0, table.stderr
+    assert f"1 row(s) from {queried}" in table.stdout  # the table's footer
+    done = fastclv_sql("--format", "csv", "SELECT 1 AS one", staging=staging)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "one\n1\n"  # csv and json: stdout holds the data only
+    assert f"querying {queried}" in done.stderr
+
+
+def test_wide_results_print_one_record_per_block_when_the_table_does_not_fit(staging: Path) -> None:
+    query = "SELECT * FROM customer_ltv ORDER BY customer_id LIMIT 2"
+    narrow = fastclv_sql(query, staging=staging, columns=80)
+    assert narrow.returncode == 0, narrow.stderr
+    assert "-[ RECORD 1 ]-" in narrow.stdout
+    assert "-[ RECORD 2 ]-" in narrow.stdout
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    first = pl.read_parquet(staging / AS_OF.isoformat() / stage.OUTPUT).sort("customer_id").row(0, named=True)
+    block = narrow.stdout.split("-[ RECORD 2 ]-")[0]
+    for name in ("customer_id", "predicted_clv", "p_alive", "t_days"):
+        assert re.search(rf"^{name} +\S", block, re.MULTILINE), name
+    assert first["customer_id"] in block
+    assert "2 row(s)" in narrow.stdout
+
+    wide = fastclv_sql(query, staging=staging, columns=1000)
+    assert wide.returncode == 0, wide.stderr
+    assert "RECORD" not in wide.stdout
+    assert all(name in wide.stdout.splitlines()[1] for name in ("customer_id", "predicted_clv"))
+
+
+def test_the_table_escapes_control_characters_from_values_and_names(staging: Path) -> None:
+    """Issue 14 item 6: escape codes in data never reach the terminal raw."""
+    query = (
+        "SELECT customer_id || chr(27) || '[2J' || chr(27) || ']0;PWNED' || chr(7) AS \"id\u001b[31m\" "
+        "FROM customers ORDER BY customer_id LIMIT 1"
+    )
+    for columns in (20, 400):  # one record per block, then the table
+        done = fastclv_sql(query, staging=staging, columns=columns)
+        assert done.returncode == 0, done.stderr
+        assert "\x1b" not in done.stdout
+        assert "\x07" not in done.stdout
+    assert "\\x1b[2J\\x1b]0;PWNED\\x07" in done.stdout
+    assert "id\\x1b[31m" in done.stdout
 
 
 def test_reject_reasons_by_file(staging: Path) -> None:
