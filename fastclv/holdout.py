@@ -1,0 +1,210 @@
+"""Holdout backtest of the BG/NBD model (contract section 5.1).
+
+With as-of D and a holdout of H days, the model is fitted again on the *calibration* period
+that ends on day D - H (orders up to the end of that day, the same counting rules as a run as
+of D - H, daily periods, the run's penalizer), and for every customer with a counted order in
+that period the expected number of purchases over the next H days (lifetimes'
+``conditional_expected_number_of_purchases_up_to_time`` with t = H) is compared with the actual
+number of purchase days in (D - H, D] (lifetimes' ``frequency_holdout`` of
+``calibration_and_holdout_data``).
+
+It needs the counted orders only (no items: purchase days do not depend on order values), and
+one more fit on the distinct (frequency, recency, T) rows, so it runs at any scale the run does.
+
+Skipped, with the reason, never failing the run, when there is too little history: no customer
+with an order in the calibration period, a calibration period shorter than the holdout (a model
+fitted on less history than it is asked to predict says little), or a degenerate fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from fastclv import stage
+from fastclv.contract import COUNTED_STATUS, as_of_cutoff
+
+log = logging.getLogger(__name__)
+
+#: The staged file of per-customer holdout figures.
+HOLDOUT = "holdout.parquet"
+#: Default holdout: one quarter. Long enough to see a repeat purchase of customers who buy a
+#: few times a year, short enough to leave most of a typical export's history to calibrate on.
+DEFAULT_HOLDOUT_DAYS = 90
+#: The calibration table groups frequency_cal 0, 1, ..., TOP_FREQUENCY - 1 and TOP_FREQUENCY+.
+TOP_FREQUENCY = 7
+
+SCHEMA = pl.Schema(
+    {
+        "customer_id": pl.String,
+        "frequency_cal": pl.Int32,
+        "recency_cal": pl.Int32,
+        "t_cal": pl.Int32,
+        "actual_holdout": pl.Int32,
+        "predicted_holdout": pl.Float64,
+    }
+)
+
+
+@dataclass(frozen=True)
+class CalibrationRow:
+    """Customers of one calibration frequency (``label`` "7+" for the top group)."""
+
+    label: str
+    customers: int
+    mean_actual: float
+    mean_predicted: float
+
+
+@dataclass(frozen=True)
+class HoldoutResult:
+    """The backtest's figures, or why it was skipped (``status`` "skipped" or "off")."""
+
+    status: str
+    holdout_days: int
+    calibration_end: date | None = None
+    reason: str | None = None
+    customers: int = 0
+    actual_total: int = 0
+    predicted_total: float = 0.0
+    mean_absolute_error: float | None = None
+    params: dict[str, float] | None = None
+    log_likelihood: float | None = None
+    calibration: list[CalibrationRow] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready, for summary.json and the run ledger."""
+        return {
+            "status": self.status,
+            "holdout_days": self.holdout_days,
+            "calibration_end": self.calibration_end.isoformat() if self.calibration_end else None,
+            "reason": self.reason,
+            "customers": self.customers,
+            "actual_total": self.actual_total,
+            "predicted_total": self.predicted_total,
+            "mean_absolute_error": self.mean_absolute_error,
+            "params": self.params,
+            "log_likelihood": self.log_likelihood,
+            "calibration": [
+                {
+                    "frequency_cal": row.label,
+                    "customers": row.customers,
+                    "mean_actual": row.mean_actual,
+                    "mean_predicted": row.mean_predicted,
+                }
+                for row in self.calibration
+            ],
+        }
+
+
+def calibration_frame(
+    customers: pl.LazyFrame, orders: pl.LazyFrame, as_of: date, holdout_days: int
+) -> pl.LazyFrame:
+    """Per calibration customer: (customer_id, frequency_cal, recency_cal, t_cal, actual_holdout).
+
+    ``orders`` are the staged orders (``customer_row``, ``order_ts``, ``status``); days are UTC days.
+    """
+    cal_end = as_of - timedelta(days=holdout_days)
+    counted = orders.filter(
+        (pl.col("status") == COUNTED_STATUS) & (pl.col("order_ts") < as_of_cutoff(as_of))
+    ).select("customer_row", pl.col("order_ts").dt.date().alias("day"))
+    in_calibration = pl.col("day") <= pl.lit(cal_end)
+    first = pl.col("day").filter(in_calibration).min()
+    last = pl.col("day").filter(in_calibration).max()
+    per_customer = (
+        counted.group_by("customer_row")
+        .agg(
+            (pl.col("day").filter(in_calibration).n_unique().cast(pl.Int32) - 1).alias("frequency_cal"),
+            (last - first).dt.total_days().cast(pl.Int32).alias("recency_cal"),
+            (pl.lit(cal_end) - first).dt.total_days().cast(pl.Int32).alias("t_cal"),
+            pl.col("day").filter(~in_calibration).n_unique().cast(pl.Int32).alias("actual_holdout"),
+        )
+        .filter(pl.col("frequency_cal") >= 0)  # a first purchase in the calibration period
+    )
+    return (
+        customers.select("row", "customer_id")
+        .join(per_customer, left_on="row", right_on="customer_row", how="inner", maintain_order="left")
+        .drop("row")
+    )
+
+
+def backtest(
+    customers: Path | str,
+    orders: Path | str,
+    as_of: date,
+    holdout_days: int,
+    output: Path,
+    *,
+    penalizer: float = 0.0,
+) -> HoldoutResult:
+    """Run the backtest on staged inputs and write ``output`` (holdout.parquet) when it ran."""
+    from fastclv import model  # numpy/scipy work
+
+    if holdout_days <= 0:
+        return HoldoutResult("off", holdout_days, reason="holdout_days is 0")
+    cal_end = as_of - timedelta(days=holdout_days)
+    frame = calibration_frame(
+        pl.scan_parquet(customers), pl.scan_parquet(orders), as_of, holdout_days
+    ).collect(engine="streaming")
+
+    def skipped(reason: str) -> HoldoutResult:
+        log.warning("holdout backtest skipped: %s", reason)
+        return HoldoutResult("skipped", holdout_days, cal_end, reason, customers=frame.height)
+
+    if frame.height == 0:
+        return skipped(
+            f"no customer has a counted order on or before {cal_end.isoformat()} (D - {holdout_days})"
+        )
+    span = int(frame["t_cal"].to_numpy().max()) + 1  # days from the first purchase day through D - H
+    if span < holdout_days:
+        return skipped(
+            f"the calibration period (the first purchase day through {cal_end.isoformat()}) has {span} days, "
+            f"fewer than the {holdout_days}-day holdout"
+        )
+    x, rec, age = (frame[c].to_numpy().astype(np.float64) for c in ("frequency_cal", "recency_cal", "t_cal"))
+    fit = model.fit_bgnbd(x, rec, age, penalizer=penalizer)
+    if fit.params is None:
+        return skipped(f"the calibration fit is degenerate: {fit.diagnostics.reason}")
+    predicted = model.expected_purchases(fit.params, float(holdout_days), x, rec, age)
+    actual = frame["actual_holdout"].to_numpy()
+    frame = frame.with_columns(pl.Series("predicted_holdout", predicted, dtype=pl.Float64))
+    stage.write_parquet(frame.select(SCHEMA.names()).cast(SCHEMA), output)
+    return HoldoutResult(
+        "ran",
+        holdout_days,
+        cal_end,
+        customers=frame.height,
+        actual_total=int(actual.sum()),
+        predicted_total=float(predicted.sum()),
+        mean_absolute_error=float(np.abs(predicted - actual).mean()),
+        params={k: float(v) for k, v in vars(fit.params).items()},
+        log_likelihood=fit.diagnostics.log_likelihood,
+        calibration=calibration_table(frame),
+    )
+
+
+def calibration_table(frame: pl.DataFrame) -> list[CalibrationRow]:
+    """Mean actual and predicted holdout purchases by calibration frequency (FHL 2005, figure 4)."""
+    grouped = (
+        frame.group_by(pl.col("frequency_cal").clip(upper_bound=TOP_FREQUENCY).alias("group"))
+        .agg(
+            pl.len().alias("customers"),
+            pl.col("actual_holdout").cast(pl.Float64).mean().alias("actual"),
+            pl.col("predicted_holdout").mean().alias("predicted"),
+        )
+        .sort("group")
+    )
+    return [
+        CalibrationRow(
+            f"{group}+" if group == TOP_FREQUENCY else str(group),
+            int(customers),
+            float(actual),
+            float(predicted),
+        )
+        for group, customers, actual, predicted in grouped.iter_rows()
+    ]
