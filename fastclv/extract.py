@@ -1,15 +1,22 @@
 """Extract: the three CSV files -> validated, typed Parquet plus rejects (contract sections 1-2).
 
-Per file, two steps:
+Every header is checked first (a missing file or column fails before any row is read); then
+each file, in contract order (customers, orders, items), goes through:
 
-1. *scan* (the native scanner, :mod:`fastclv.native`): the CSV is read once, in compiled
-   code on every core: records, fields and every row-level check (``malformed_row`` ..
-   ``discount_exceeds_amount``), typed values, key hashes and the first failing reason. The
-   batches stream into an Arrow IPC work file; nothing is held in memory.
-2. *resolve* (a streaming Polars query over that file): duplicate keys (exact duplicates
-   dropped, conflicting ones rejected) and foreign keys (customers before orders before
-   items); valid rows are staged as ``<run>/<file>.parquet`` and rejects as
-   ``<run>/rejects.parquet``.
+1. *scan* (the native scanner, :mod:`fastclv.native`): the file is read once, in compiled code
+   on every core: records, fields and every row-level check (``malformed_row`` ..
+   ``discount_exceeds_amount``), giving typed values, a 64-bit hash of the key, each record's
+   byte range and, for a rejected row, its first reason and raw text. The batches stream into
+   an LZ4 Arrow IPC work file (``_work/<file>.checked.arrow``); nothing is held in memory.
+2. *resolve* (streaming Polars queries over that file): only the rows that passed the scan go
+   on, with the columns the joins need. Repeated keys are found on the key hash and settled
+   on the text (exact duplicates dropped, every row of a conflicting key rejected); foreign
+   keys are joined on a hash of the key against the file staged just before and confirmed on
+   the text (a text join when two parent keys share a hash). Valid rows are staged as
+   ``<run>/<file>.parquet``, with their parent's row number; rejects go to a per-file part.
+3. *rejects*: the parts are concatenated into ``<run>/rejects.parquet``. Rows rejected in
+   step 2 get their raw text by reading their byte ranges back from the input: no second
+   pass over a file.
 
 Validation never looks at the as-of date; only the ``after_as_of`` counts do.
 """
