@@ -271,7 +271,7 @@ def generate(
 ) -> None:
     """Generate realistic (optionally dirty) input data with its exact expected counts."""
     _setup_logging(verbose)
-    from fastclv.generate import generate as run_generate
+    from fastclv.testing import generate as run_generate
 
     with _user_errors(verbose):
         if customers < 1 or dirty_rows < 0:

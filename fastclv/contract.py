@@ -155,10 +155,6 @@ VALID_SCHEMAS: dict[str, pl.Schema] = {
 #: order's customer; ``orders.csv`` row of the item's order): a unique integer key, so later
 #: joins hash integers instead of text ids.
 PARENT_ROW: dict[str, str] = {"orders": "customer_row", "order_items": "order_row"}
-STAGED_SCHEMAS: dict[str, pl.Schema] = {
-    name: pl.Schema({**schema, **({PARENT_ROW[name]: pl.Int64()} if name in PARENT_ROW else {})})
-    for name, schema in VALID_SCHEMAS.items()
-}
 
 #: One row per rejected input row.
 REJECTS_SCHEMA = pl.Schema(

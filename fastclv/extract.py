@@ -1,15 +1,22 @@
 """Extract: the three CSV files -> validated, typed Parquet plus rejects (contract sections 1-2).
 
-Per file, two steps:
+Every header is checked first (a missing file or column fails before any row is read); then
+each file, in contract order (customers, orders, items), goes through:
 
-1. *scan* (the native scanner, :mod:`fastclv.native`): the CSV is read once, in compiled
-   code on every core: records, fields and every row-level check (``malformed_row`` ..
-   ``discount_exceeds_amount``), typed values, key hashes and the first failing reason. The
-   batches stream into an Arrow IPC work file; nothing is held in memory.
-2. *resolve* (a streaming Polars query over that file): duplicate keys (exact duplicates
-   dropped, conflicting ones rejected) and foreign keys (customers before orders before
-   items); valid rows are staged as ``<run>/<file>.parquet`` and rejects as
-   ``<run>/rejects.parquet``.
+1. *scan* (the native scanner, :mod:`fastclv.native`): the file is read once, in compiled code
+   on every core: records, fields and every row-level check (``malformed_row`` ..
+   ``discount_exceeds_amount``), giving typed values, a 64-bit hash of the key, each record's
+   byte range and, for a rejected row, its first reason and raw text. The batches stream into
+   an LZ4 Arrow IPC work file (``_work/<file>.checked.arrow``); nothing is held in memory.
+2. *resolve* (streaming Polars queries over that file): only the rows that passed the scan go
+   on, with the columns the joins need. Repeated keys are found on the key hash and settled
+   on the text (exact duplicates dropped, every row of a conflicting key rejected); foreign
+   keys are joined on a hash of the key against the file staged just before and confirmed on
+   the text (a text join when two parent keys share a hash). Valid rows are staged as
+   ``<run>/<file>.parquet``, with their parent's row number; rejects go to a per-file part.
+3. *rejects*: the parts are concatenated into ``<run>/rejects.parquet``. Rows rejected in
+   step 2 get their raw text by reading their byte ranges back from the input: no second
+   pass over a file.
 
 Validation never looks at the as-of date; only the ``after_as_of`` counts do.
 """
@@ -28,7 +35,7 @@ from pathlib import Path
 
 import polars as pl
 
-from fastclv import native, stage, storage
+from fastclv import files, native, stage, storage
 from fastclv.contract import (
     INPUT_FILES,
     ORDER_ITEMS,
@@ -248,35 +255,33 @@ def _scan(header: Header, out: Path, storage_options: Mapping[str, str] | None) 
     spec, scan = header.spec, header.scan
     log.info("%s: scanning %s", spec.file_name, header.location)
     started = last = time.perf_counter()
-    tmp = stage.temporary(out)
     options = pa.ipc.IpcWriteOptions(compression="lz4")
     writer: pa.ipc.RecordBatchFileWriter | None = None
-    try:
-        with _reading(spec, header.location, storage_options):
-            for batch in scan.batches(header.slots()):
+    with files.atomic_write(out) as tmp:
+        try:
+            with _reading(spec, header.location, storage_options):
+                for batch in scan.batches(header.slots()):
+                    if writer is None:
+                        writer = pa.ipc.new_file(tmp, batch.schema, options=options)
+                    writer.write_batch(batch)
+                    now = time.perf_counter()
+                    if now - last >= PROGRESS_EVERY:
+                        last = now
+                        log.info(
+                            "%s: %d rows, %.0f MB read (%.0f MB/s)",
+                            spec.file_name,
+                            scan.rows,
+                            scan.bytes_read / 1e6,
+                            scan.bytes_read / 1e6 / (now - started),
+                        )
                 if writer is None:
-                    writer = pa.ipc.new_file(tmp, batch.schema, options=options)
-                writer.write_batch(batch)
-                now = time.perf_counter()
-                if now - last >= PROGRESS_EVERY:
-                    last = now
-                    log.info(
-                        "%s: %d rows, %.0f MB read (%.0f MB/s)",
-                        spec.file_name,
-                        scan.rows,
-                        scan.bytes_read / 1e6,
-                        scan.bytes_read / 1e6 / (now - started),
-                    )
-            if writer is None:
-                empty = native.empty_batch(spec.name)
-                writer = pa.ipc.new_file(tmp, empty.schema, options=options)
-            writer.close()
-            writer = None
-        stage.commit(tmp, out)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
+                    empty = native.empty_batch(spec.name)
+                    writer = pa.ipc.new_file(tmp, empty.schema, options=options)
+                writer.close()
+                writer = None
+        finally:
+            if writer is not None:
+                writer.close()
     log.info(
         "%s: scanned %d rows, %.1f MB in %.2f s",
         spec.file_name,
@@ -377,33 +382,34 @@ def _stage(
         pl.col(COLUMN).alias("column"),
     ]
     late_out = rejects_out.with_name(rejects_out.stem + ".late.parquet")
-    tmps = [stage.temporary(path) for path in (out, rejects_out, late_out)]
+    # The scanner's rejects and the later ones, as two parts merged into rejects_out below.
+    parts = [files.temporary(rejects_out), files.temporary(late_out)]
     try:
-        *_, read_frame, totals_frame = pl.collect_all(
-            [
-                ok.filter(valid)
-                .select(*VALID_SCHEMAS[spec.name].names(), *_parent_row(spec))
-                .sink_parquet(tmps[0], compression=stage.STAGED_INPUT_CODEC, lazy=True),
-                scanned.select(*reject_columns, RAW, OFFSET, LENGTH).sink_parquet(tmps[1], lazy=True),
-                ok.filter(pl.col(REASON).is_not_null())
-                .select(*reject_columns, pl.lit(None, pl.String).alias(RAW), OFFSET, LENGTH)
-                .sink_parquet(tmps[2], lazy=True),
-                recs.select(pl.len().alias("read")),
-                ok.select(
-                    valid.sum().alias("valid"),
-                    dropped.sum().alias("dropped"),
-                    (valid & after).sum().alias("after"),
-                ),
-            ],
-            engine="streaming",
-        )
-        # One rejects part per file, in row order: the scanner's and the later ones, merged.
-        merged = pl.scan_parquet(tmps[1]).merge_sorted(pl.scan_parquet(tmps[2]), key=ROW)
-        stage.sink_parquet(merged, rejects_out)
-        stage.commit(tmps[0], out)
+        with files.atomic_write(out) as valid_tmp:
+            *_, read_frame, totals_frame = pl.collect_all(
+                [
+                    ok.filter(valid)
+                    .select(*VALID_SCHEMAS[spec.name].names(), *_parent_row(spec))
+                    .sink_parquet(valid_tmp, compression=stage.STAGED_INPUT_CODEC, lazy=True),
+                    scanned.select(*reject_columns, RAW, OFFSET, LENGTH).sink_parquet(parts[0], lazy=True),
+                    ok.filter(pl.col(REASON).is_not_null())
+                    .select(*reject_columns, pl.lit(None, pl.String).alias(RAW), OFFSET, LENGTH)
+                    .sink_parquet(parts[1], lazy=True),
+                    recs.select(pl.len().alias("read")),
+                    ok.select(
+                        valid.sum().alias("valid"),
+                        dropped.sum().alias("dropped"),
+                        (valid & after).sum().alias("after"),
+                    ),
+                ],
+                engine="streaming",
+            )
+            # One rejects part per file, in row order: the scanner's and the later ones, merged.
+            merged = pl.scan_parquet(parts[0]).merge_sorted(pl.scan_parquet(parts[1]), key=ROW)
+            stage.sink_parquet(merged, rejects_out)
     finally:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
+        for part in parts:
+            part.unlink(missing_ok=True)
     totals = {**read_frame.row(0, named=True), **totals_frame.row(0, named=True)}
     by_reason = dict.fromkeys((r.value for r in REASONS_BY_FILE[spec.name]), 0)
     reason_counts = pl.scan_parquet(rejects_out).group_by("reason").agg(pl.len()).collect()

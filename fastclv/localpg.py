@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastclv.errors import ConfigError, TerminalError
+from fastclv.files import atomic_write
 
 logger = logging.getLogger("fastclv.localpg")
 
@@ -296,22 +297,23 @@ def _check_traversable(data_dir: Path) -> None:
 
 
 def _write_conf(data_dir: Path, port: int) -> None:
-    conf = data_dir / CONF_NAME
-    conf.write_text(
-        "# Written by fastclv.localpg: a throwaway cluster, never for real data.\n"
-        "listen_addresses = '127.0.0.1'\n"
-        f"port = {port}\n"
-        "unix_socket_directories = ''  # TCP on 127.0.0.1 only\n"
-        "timezone = 'UTC'\n"
-        "log_timezone = 'UTC'\n"
-        "fsync = off  # durability traded for speed\n"
-        "synchronous_commit = off\n"
-        "full_page_writes = off\n"
-    )
-    if _is_root():
-        owner = pwd.getpwnam(SYSTEM_USER)
-        os.chown(conf, owner.pw_uid, owner.pw_gid)
-    conf.chmod(0o600)
+    """Write the cluster's fastclv settings (whole or not at all: a restart reads them back)."""
+    with atomic_write(data_dir / CONF_NAME) as conf:
+        conf.write_text(
+            "# Written by fastclv.localpg: a throwaway cluster, never for real data.\n"
+            "listen_addresses = '127.0.0.1'\n"
+            f"port = {port}\n"
+            "unix_socket_directories = ''  # TCP on 127.0.0.1 only\n"
+            "timezone = 'UTC'\n"
+            "log_timezone = 'UTC'\n"
+            "fsync = off  # durability traded for speed\n"
+            "synchronous_commit = off\n"
+            "full_page_writes = off\n"
+        )
+        if _is_root():
+            owner = pwd.getpwnam(SYSTEM_USER)
+            os.chown(conf, owner.pw_uid, owner.pw_gid)
+        conf.chmod(0o600)
 
 
 def _stored_port(data_dir: Path) -> int | None:

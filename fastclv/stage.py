@@ -1,7 +1,7 @@
-"""Staging: the only place that writes files, and the only one that knows where they live.
+"""Staging: where a run's files live, and how its Parquet and JSON files are written.
 
-Every local write is atomic (temporary name, rename). Layout for staging root ``S`` and
-as-of date ``D`` (pinned; later checks read it)::
+Every local write is atomic (:func:`fastclv.files.atomic_write`: a temporary name, then a
+rename). Layout for staging root ``S`` and as-of date ``D`` (pinned; later checks read it)::
 
     S/D/customers.parquet      validated inputs (typed)
     S/D/orders.parquet
@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from fastclv import storage
+from fastclv import files, storage
 from fastclv.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -53,9 +52,8 @@ REPORTS = ("verify_report.md", "verify_report.json")
 STAGED_INPUT_CODEC: Final = "lz4"
 
 
-def temporary(path: Path) -> Path:
-    """A unique temporary name next to ``path`` (never mistaken for a finished file)."""
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+# verify.py still writes its report with these two; once it uses files.atomic_write, drop them.
+temporary = files.temporary
 
 
 def commit(tmp: Path, final: Path) -> None:
@@ -65,49 +63,33 @@ def commit(tmp: Path, final: Path) -> None:
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     """Write a DataFrame to Parquet atomically."""
-    tmp = temporary(path)
-    try:
+    with files.atomic_write(path) as tmp:
         frame.write_parquet(tmp)
-        commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sink_parquet(frame: pl.LazyFrame, path: Path) -> None:
     """Stream a LazyFrame to Parquet atomically."""
-    tmp = temporary(path)
-    try:
+    with files.atomic_write(path) as tmp:
         frame.sink_parquet(tmp, engine="streaming")
-        commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sink_ipc(frame: pl.LazyFrame, path: Path) -> None:
     """Stream a LazyFrame to an Arrow IPC file atomically (work files: cheap to write)."""
-    tmp = temporary(path)
-    try:
+    with files.atomic_write(path) as tmp:
         frame.sink_ipc(tmp, engine="streaming", compression="lz4")
-        commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json(data: Any, path: Path) -> None:
     """Write JSON atomically (sorted keys, readable)."""
-    tmp = temporary(path)
-    try:
+    with files.atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-        commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def prepare_run_dir(path: Path) -> None:
     """Create the run folder; clear a previous run's work files and stale outputs."""
     path.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(path / "_work", ignore_errors=True)
-    for stale in path.glob(".*.tmp-*"):
+    for stale in path.glob(files.TEMPORARY_GLOB):
         stale.unlink(missing_ok=True)
 
 

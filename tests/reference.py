@@ -23,7 +23,7 @@ Decisions where the contract is silent (the pipeline implements the same):
 Example::
 
     result = reference_run(Path("tests/data/small"), date(2024, 1, 31))
-    result.output  # one row per valid customer, contract.OUTPUT_SCHEMA
+    result.output  # one row per valid customer, OUTPUT_SCHEMA
 """
 
 from __future__ import annotations
@@ -32,21 +32,88 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, Inexact, localcontext
+from enum import StrEnum
 from fractions import Fraction
 from functools import cache
 from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
 
-from fastclv.contract import CUSTOMERS, INPUT_FILES, ORDER_ITEMS, ORDERS, OUTPUT_SCHEMA, InputFile, Reason
-from fastclv.errors import InputError
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-# The value rules, written out here from CONTRACT.md sections 1-2 rather than imported from
-# fastclv.contract: a wrong pattern there must not pass both implementations.
+# Everything the oracle knows about the contract is written out here from CONTRACT.md, never
+# imported from fastclv (it imports nothing from fastclv): a wrong file spec, pattern, reason
+# or output type there must not pass both implementations.
+
+
+class InputError(Exception):
+    """The run fails: a missing file or required column, or a file that is not UTF-8 CSV."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file of CONTRACT.md section 1: its name and its columns."""
+
+    name: str  # the short name used in counts ("orders")
+    file_name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+CUSTOMERS = InputFile("customers", "customers.csv", ("customer_id", "signup_date"), ("country",))
+ORDERS = InputFile("orders", "orders.csv", ("order_id", "customer_id", "order_ts", "status"))
+ORDER_ITEMS = InputFile(
+    "order_items", "order_items.csv", ("order_id", "sku", "quantity", "unit_price"), ("discount",)
+)
+INPUT_FILES = (CUSTOMERS, ORDERS, ORDER_ITEMS)
+
+
+class Reason(StrEnum):
+    """The reject reasons of CONTRACT.md section 2."""
+
+    MALFORMED_ROW = "malformed_row"
+    MISSING_VALUE = "missing_value"
+    BAD_DATE = "bad_date"
+    BAD_TIMESTAMP = "bad_timestamp"
+    BAD_STATUS = "bad_status"
+    BAD_QUANTITY = "bad_quantity"
+    BAD_MONEY = "bad_money"
+    DISCOUNT_EXCEEDS_AMOUNT = "discount_exceeds_amount"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    UNKNOWN_CUSTOMER = "unknown_customer"
+    UNKNOWN_ORDER = "unknown_order"
+
+
+#: The output table of CONTRACT.md section 4, in its column order, as Polars types: date ->
+#: Date, text -> String, timestamptz -> Datetime(us, UTC), integer -> Int32, numeric(18,2) ->
+#: Decimal(18, 2), double precision -> Float64.
+OUTPUT_SCHEMA = pl.Schema(
+    {
+        "as_of": pl.Date(),
+        "customer_id": pl.String(),
+        "signup_date": pl.Date(),
+        "country": pl.String(),
+        "first_order_at": pl.Datetime("us", "UTC"),
+        "last_order_at": pl.Datetime("us", "UTC"),
+        "orders_count": pl.Int32(),
+        "total_revenue": pl.Decimal(18, 2),
+        "avg_order_value": pl.Float64(),
+        "frequency": pl.Int32(),
+        "recency_days": pl.Int32(),
+        "t_days": pl.Int32(),
+        "monetary_value": pl.Float64(),
+        "p_alive": pl.Float64(),
+        "expected_purchases": pl.Float64(),
+        "predicted_clv": pl.Decimal(18, 2),
+    }
+)
+
 COUNTED_STATUS = "completed"
 STATUSES = ("completed", "cancelled", "refunded", "pending")
 TRIM_CHARS = " \t\r\n"
@@ -99,7 +166,7 @@ T = TypeVar("T")
 class ReferenceResult:
     """What the oracle computes for one run."""
 
-    #: Exactly ``contract.OUTPUT_SCHEMA``, sorted by customer_id; predictive columns null.
+    #: Exactly :data:`OUTPUT_SCHEMA`, sorted by customer_id; predictive columns null.
     output: pl.DataFrame
     #: Columns file ("orders.csv"), row (1-based), reason; sorted by file, row.
     rejects: pl.DataFrame

@@ -28,11 +28,15 @@ from reference import (
     ReferenceResult,
     reference_run,
 )
+from reference import InputError as OracleInputError
 
 from fastclv.contract import OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
-from fastclv.errors import InputError
+from fastclv.errors import InputError as PipelineInputError
 from fastclv.extract import extract
 from fastclv.transform import customer_ltv
+
+#: Each implementation raises its own error (the oracle imports nothing from fastclv).
+InputError = (PipelineInputError, OracleInputError)
 
 CUSTOMERS_HEADER = "customer_id,signup_date,country\n"
 ORDERS_HEADER = "order_id,customer_id,order_ts,status\n"

@@ -36,7 +36,7 @@ from fastclv.contract import (
     TIMESTAMP_PATTERN,
     TRIM_CHARS,
 )
-from fastclv.generate import EXPECTED_FILE_NAME, GenerateResult, generate
+from fastclv.testing import EXPECTED_FILE_NAME, GenerateResult, generate
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -19,8 +19,8 @@ from fastclv import stage
 from fastclv.config import Settings
 from fastclv.contract import OUTPUT_SCHEMA, PREDICTIVE_COLUMNS, REJECTS_SCHEMA
 from fastclv.extract import extract
-from fastclv.generate import generate
 from fastclv.pipeline import run
+from fastclv.testing import generate
 from fastclv.transform import customer_ltv
 
 AS_OF = date(2025, 12, 31)

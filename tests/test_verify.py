@@ -22,8 +22,8 @@ from psycopg import sql
 from fastclv import stage
 from fastclv.config import Settings
 from fastclv.errors import VerificationError
-from fastclv.generate import generate
 from fastclv.pipeline import run
+from fastclv.testing import generate
 from fastclv.verify import REPORT_JSON, REPORT_MD, verify_run
 
 AS_OF = date(2025, 12, 31)
