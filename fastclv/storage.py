@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 
 import obstore.exceptions
 
+from fastclv import files
 from fastclv.config import redact_uri
 from fastclv.errors import ConfigError, FastclvError, InputError, TerminalError, TransientError
 
@@ -502,16 +502,12 @@ def download(
 
     found, path = store(location, storage_options)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
-        with tmp.open("wb") as out:
+        with files.atomic_write(target) as tmp, tmp.open("wb") as out:
             for chunk in obstore.get(found, path).stream(min_chunk_size=_READ_BUFFER):
                 out.write(chunk)
-        os.replace(tmp, target)
     except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, "fetching", storage_options, missing_hint=missing_hint) from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_bytes(location: str, storage_options: Mapping[str, str] | None, *, missing_hint: str) -> bytes:
