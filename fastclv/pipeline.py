@@ -177,9 +177,9 @@ def begin(settings: Settings, *, area: stage.StagingArea | None = None, record: 
 def record_start(settings: Settings, summary: RunSummary) -> None:
     """The run's ``running`` row in the ledger (when a database is configured)."""
     if settings.load and settings.pg_uri:
-        from fastclv import load
+        from fastclv import ledger
 
-        load.start_run(
+        ledger.start_run(
             settings.pg_uri,
             schema=settings.pg_schema,
             runs_table=settings.runs_table,
@@ -371,9 +371,9 @@ def fail(summary: RunSummary, exc: BaseException, settings: Settings | None = No
 def scrub(text: str, settings: Settings) -> str:
     """``text`` without the database password or the storage secrets of ``settings``."""
     if settings.pg_uri:
-        from fastclv import load
+        from fastclv import db
 
-        text = load.scrub(text, settings.pg_uri)
+        text = db.scrub(text, settings.pg_uri)
     return storage.scrub(text, settings.storage_options)
 
 
@@ -409,10 +409,10 @@ def _record(settings: Settings, summary: RunSummary) -> None:
     """The run's row in the ledger (errors are logged: they never mask the run's outcome)."""
     assert summary.finished_at is not None
     if settings.load and settings.pg_uri:
-        from fastclv import load
+        from fastclv import ledger
 
         try:
-            load.finish_run(
+            ledger.finish_run(
                 settings.pg_uri,
                 schema=settings.pg_schema,
                 runs_table=settings.runs_table,
