@@ -20,15 +20,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
 
 from fastclv import stage, storage
 from fastclv.config import Settings, redact_uri
-from fastclv.contract import MONEY, OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
 from fastclv.errors import ConfigError, FastclvError, TerminalError, TransientError
 from fastclv.extract import extract
 from fastclv.transform import customer_ltv, overflowing_totals
@@ -250,7 +247,16 @@ def transform_stage(settings: Settings, *, area: stage.StagingArea | None = None
                 "quantities and prices; a value that large is almost always a unit error."
             )
         t0 = time.perf_counter()
-        model = _predict(history, run_path / stage.OUTPUT, settings)
+        from fastclv.model.staged import predict_staged  # numpy/scipy: not at CLI start
+
+        model = predict_staged(
+            history,
+            run_path / stage.OUTPUT,
+            horizon_months=settings.horizon_months,
+            margin=settings.margin,
+            discount_rate=settings.discount_rate,
+            penalizer=settings.penalizer,
+        )
         rows, clv_total, predicted = (
             pl.scan_parquet(run_path / stage.OUTPUT)
             .select(
@@ -435,51 +441,3 @@ def _record(settings: Settings, summary: RunSummary) -> None:
                 log.debug("could not record run %s in the ledger: %s", summary.run_id, exc)
             else:
                 log.error("could not record run %s in the ledger: %s", summary.run_id, exc)
-
-
-def _predict(history: Path, output: Path, settings: Settings) -> dict[str, object]:
-    """Fit the predictive model on the customers with orders and fill its three columns."""
-    from fastclv import model  # numpy/scipy work; imported here to keep CLI start fast
-
-    rfm = (
-        pl.scan_parquet(history)
-        .filter(pl.col("orders_count") > 0)
-        .select("customer_id", "frequency", "recency_days", "t_days", "monetary_value")
-        .collect(engine="streaming")
-    )
-    result = model.fit_and_predict(
-        rfm["frequency"].to_numpy().astype(np.float64),
-        rfm["recency_days"].to_numpy().astype(np.float64),
-        rfm["t_days"].to_numpy().astype(np.float64),
-        rfm["monetary_value"].to_numpy().astype(np.float64),
-        horizon_months=settings.horizon_months,
-        margin=settings.margin,
-        discount_rate=settings.discount_rate,
-        penalizer=settings.penalizer,
-    )
-    info = result.summary()
-    if result.reason:
-        log.warning("predictive columns partly or wholly null: %s", result.reason)
-    frame = pl.scan_parquet(history).drop(PREDICTIVE_COLUMNS)
-    if result.predictions is not None:
-        preds = result.predictions
-        scored = pl.DataFrame(
-            {
-                "customer_id": rfm["customer_id"],
-                "p_alive": preds.p_alive,
-                "expected_purchases": preds.expected_purchases,
-                "_clv": preds.predicted_clv,
-            },
-            nan_to_null=True,
-        ).with_columns(
-            # Round half away from zero to the cent, as PostgreSQL does for numeric.
-            pl.col("_clv")
-            .round(2, mode="half_away_from_zero")
-            .cast(MONEY, strict=False)
-            .alias("predicted_clv")
-        )
-        frame = frame.join(scored.drop("_clv").lazy(), on="customer_id", how="left", maintain_order="left")
-    else:
-        frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in PREDICTIVE_COLUMNS)
-    stage.sink_parquet(frame.select(OUTPUT_SCHEMA.names()).cast(OUTPUT_SCHEMA), output)
-    return info
