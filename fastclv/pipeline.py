@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
@@ -29,9 +29,6 @@ from fastclv.config import Settings, redact_uri
 from fastclv.errors import ConfigError, FastclvError, TerminalError, TransientError
 from fastclv.extract import extract
 from fastclv.transform import customer_ltv, overflowing_totals
-
-if TYPE_CHECKING:
-    from fastclv.verify import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +278,8 @@ def verify_stage(
     area: stage.StagingArea | None = None,
 ) -> dict[str, object]:
     """The DuckDB cross-check of the staged output; raises VerificationError on a mismatch."""
+    from fastclv.verify import verify_staged  # duckdb only when the check runs
+
     with staging_area(settings, area) as staged:
         result = verify_staged(
             staged,
@@ -294,45 +293,6 @@ def verify_stage(
         )
     log.info("verify: %d checks agree in %.2f s", len(result.checks), result.seconds)
     return result.as_dict()
-
-
-def verify_staged(
-    area: stage.StagingArea,
-    as_of: date,
-    counts: Mapping[str, Mapping[str, object]],
-    model: Mapping[str, object] | None,
-    *,
-    horizon_months: int,
-    margin: float,
-    discount_rate: float,
-    memory_limit: str | None = None,
-) -> VerifyResult:
-    """Cross-check the staged files of ``area`` (fetched if remote); publish a failure's report.
-
-    Returns the :class:`~fastclv.verify.VerifyResult`; raises VerificationError on a mismatch
-    (after publishing ``verify_report.md`` / ``.json`` next to the staged files).
-    """
-    from fastclv.errors import VerificationError
-    from fastclv.verify import REPORT_JSON, REPORT_MD, verify_run  # duckdb only when the check runs
-
-    area.fetch(*stage.INPUTS, stage.REJECTS, stage.OUTPUT)
-    area.remove(REPORT_MD, REPORT_JSON)
-    try:
-        return verify_run(
-            area.local_dir(),
-            as_of,
-            counts,
-            model,
-            horizon_months=horizon_months,
-            margin=margin,
-            discount_rate=discount_rate,
-            report_location=area.uri(REPORT_MD) if area.remote else None,
-            memory_limit=memory_limit or None,
-        )
-    except VerificationError:
-        if area.path(REPORT_MD).is_file():
-            area.publish(REPORT_JSON, REPORT_MD)
-        raise
 
 
 def load_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> dict[str, object]:
