@@ -157,7 +157,7 @@ def _default(value: str) -> str:
 
 
 def _code_text() -> str:
-    files = [*sorted((ROOT / "fastclv").glob("*.py")), DAG_FILE]
+    files = [*sorted((ROOT / "fastclv").rglob("*.py")), DAG_FILE]
     return "\n".join(f.read_text() for f in files)
 
 

@@ -1,4 +1,4 @@
-"""fastclv.load against a real PostgreSQL: atomic per-date swaps, failures, types, secrets, ledger."""
+"""fastclv.load, ddl, ledger and db against a real PostgreSQL: swaps, failures, types, secrets, ledger."""
 
 from __future__ import annotations
 
