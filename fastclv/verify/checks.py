@@ -94,9 +94,6 @@ def schema_check(con: Any) -> Check:
     return check
 
 
-# ---------------------------------------------------------------------------- checks
-
-
 def ledger_checks(con: Any, counts: Mapping[str, Mapping[str, object]]) -> list[Check]:
     """Check the ledger: read = valid + rejected + dropped, valid = staged rows, rejects, after-as-of."""
     staged_rows = {
