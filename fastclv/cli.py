@@ -363,7 +363,8 @@ def verify(
 ) -> None:
     """Cross-check a staged run with DuckDB again (exit 3 on a mismatch, with a report)."""
     _setup_logging(verbose)
-    from fastclv import explore, pipeline, stage
+    from fastclv import explore, stage
+    from fastclv.verify import verify_staged
 
     with _user_errors(verbose):
         root = staging or explore.default_staging()
@@ -384,7 +385,7 @@ def verify(
         if summary.get("status") != "succeeded":
             err.print(f"note: the run of {run_area.name} ended {summary.get('status')!r}", highlight=False)
         with run_area:  # a remote run's files are fetched into a temporary folder, removed after
-            result = pipeline.verify_staged(
+            result = verify_staged(
                 run_area,
                 settings.as_of,
                 summary.get("files") or {},

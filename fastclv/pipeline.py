@@ -16,25 +16,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import polars as pl
 
 from fastclv import stage, storage
 from fastclv.config import Settings, redact_uri
-from fastclv.contract import MONEY, OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
 from fastclv.errors import ConfigError, FastclvError, TerminalError, TransientError
 from fastclv.extract import extract
 from fastclv.transform import customer_ltv, overflowing_totals
-
-if TYPE_CHECKING:
-    from fastclv.verify import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +171,9 @@ def begin(settings: Settings, *, area: stage.StagingArea | None = None, record: 
 def record_start(settings: Settings, summary: RunSummary) -> None:
     """The run's ``running`` row in the ledger (when a database is configured)."""
     if settings.load and settings.pg_uri:
-        from fastclv import load
+        from fastclv import ledger
 
-        load.start_run(
+        ledger.start_run(
             settings.pg_uri,
             schema=settings.pg_schema,
             runs_table=settings.runs_table,
@@ -250,7 +244,16 @@ def transform_stage(settings: Settings, *, area: stage.StagingArea | None = None
                 "quantities and prices; a value that large is almost always a unit error."
             )
         t0 = time.perf_counter()
-        model = _predict(history, run_path / stage.OUTPUT, settings)
+        from fastclv.model.staged import predict_staged  # numpy/scipy: not at CLI start
+
+        model = predict_staged(
+            history,
+            run_path / stage.OUTPUT,
+            horizon_months=settings.horizon_months,
+            margin=settings.margin,
+            discount_rate=settings.discount_rate,
+            penalizer=settings.penalizer,
+        )
         rows, clv_total, predicted = (
             pl.scan_parquet(run_path / stage.OUTPUT)
             .select(
@@ -275,6 +278,8 @@ def verify_stage(
     area: stage.StagingArea | None = None,
 ) -> dict[str, object]:
     """The DuckDB cross-check of the staged output; raises VerificationError on a mismatch."""
+    from fastclv.verify import verify_staged  # duckdb only when the check runs
+
     with staging_area(settings, area) as staged:
         result = verify_staged(
             staged,
@@ -288,45 +293,6 @@ def verify_stage(
         )
     log.info("verify: %d checks agree in %.2f s", len(result.checks), result.seconds)
     return result.as_dict()
-
-
-def verify_staged(
-    area: stage.StagingArea,
-    as_of: date,
-    counts: Mapping[str, Mapping[str, object]],
-    model: Mapping[str, object] | None,
-    *,
-    horizon_months: int,
-    margin: float,
-    discount_rate: float,
-    memory_limit: str | None = None,
-) -> VerifyResult:
-    """Cross-check the staged files of ``area`` (fetched if remote); publish a failure's report.
-
-    Returns the :class:`~fastclv.verify.VerifyResult`; raises VerificationError on a mismatch
-    (after publishing ``verify_report.md`` / ``.json`` next to the staged files).
-    """
-    from fastclv.errors import VerificationError
-    from fastclv.verify import REPORT_JSON, REPORT_MD, verify_run  # duckdb only when the check runs
-
-    area.fetch(*stage.INPUTS, stage.REJECTS, stage.OUTPUT)
-    area.remove(REPORT_MD, REPORT_JSON)
-    try:
-        return verify_run(
-            area.local_dir(),
-            as_of,
-            counts,
-            model,
-            horizon_months=horizon_months,
-            margin=margin,
-            discount_rate=discount_rate,
-            report_location=area.uri(REPORT_MD) if area.remote else None,
-            memory_limit=memory_limit or None,
-        )
-    except VerificationError:
-        if area.path(REPORT_MD).is_file():
-            area.publish(REPORT_JSON, REPORT_MD)
-        raise
 
 
 def load_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> dict[str, object]:
@@ -371,9 +337,9 @@ def fail(summary: RunSummary, exc: BaseException, settings: Settings | None = No
 def scrub(text: str, settings: Settings) -> str:
     """``text`` without the database password or the storage secrets of ``settings``."""
     if settings.pg_uri:
-        from fastclv import load
+        from fastclv import db
 
-        text = load.scrub(text, settings.pg_uri)
+        text = db.scrub(text, settings.pg_uri)
     return storage.scrub(text, settings.storage_options)
 
 
@@ -409,10 +375,10 @@ def _record(settings: Settings, summary: RunSummary) -> None:
     """The run's row in the ledger (errors are logged: they never mask the run's outcome)."""
     assert summary.finished_at is not None
     if settings.load and settings.pg_uri:
-        from fastclv import load
+        from fastclv import ledger
 
         try:
-            load.finish_run(
+            ledger.finish_run(
                 settings.pg_uri,
                 schema=settings.pg_schema,
                 runs_table=settings.runs_table,
@@ -435,51 +401,3 @@ def _record(settings: Settings, summary: RunSummary) -> None:
                 log.debug("could not record run %s in the ledger: %s", summary.run_id, exc)
             else:
                 log.error("could not record run %s in the ledger: %s", summary.run_id, exc)
-
-
-def _predict(history: Path, output: Path, settings: Settings) -> dict[str, object]:
-    """Fit the predictive model on the customers with orders and fill its three columns."""
-    from fastclv import model  # numpy/scipy work; imported here to keep CLI start fast
-
-    rfm = (
-        pl.scan_parquet(history)
-        .filter(pl.col("orders_count") > 0)
-        .select("customer_id", "frequency", "recency_days", "t_days", "monetary_value")
-        .collect(engine="streaming")
-    )
-    result = model.fit_and_predict(
-        rfm["frequency"].to_numpy().astype(np.float64),
-        rfm["recency_days"].to_numpy().astype(np.float64),
-        rfm["t_days"].to_numpy().astype(np.float64),
-        rfm["monetary_value"].to_numpy().astype(np.float64),
-        horizon_months=settings.horizon_months,
-        margin=settings.margin,
-        discount_rate=settings.discount_rate,
-        penalizer=settings.penalizer,
-    )
-    info = result.summary()
-    if result.reason:
-        log.warning("predictive columns partly or wholly null: %s", result.reason)
-    frame = pl.scan_parquet(history).drop(PREDICTIVE_COLUMNS)
-    if result.predictions is not None:
-        preds = result.predictions
-        scored = pl.DataFrame(
-            {
-                "customer_id": rfm["customer_id"],
-                "p_alive": preds.p_alive,
-                "expected_purchases": preds.expected_purchases,
-                "_clv": preds.predicted_clv,
-            },
-            nan_to_null=True,
-        ).with_columns(
-            # Round half away from zero to the cent, as PostgreSQL does for numeric.
-            pl.col("_clv")
-            .round(2, mode="half_away_from_zero")
-            .cast(MONEY, strict=False)
-            .alias("predicted_clv")
-        )
-        frame = frame.join(scored.drop("_clv").lazy(), on="customer_id", how="left", maintain_order="left")
-    else:
-        frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in PREDICTIVE_COLUMNS)
-    stage.sink_parquet(frame.select(OUTPUT_SCHEMA.names()).cast(OUTPUT_SCHEMA), output)
-    return info

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from fastclv import load
+from fastclv import db, ddl
 from fastclv.errors import LoadError, TransientError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +157,7 @@ def _default(value: str) -> str:
 
 
 def _code_text() -> str:
-    files = [*sorted((ROOT / "fastclv").glob("*.py")), DAG_FILE]
+    files = [*sorted((ROOT / "fastclv").rglob("*.py")), DAG_FILE]
     return "\n".join(f.read_text() for f in files)
 
 
@@ -258,7 +258,7 @@ def test_sslmode_require_without_tls_fails_clearly_naming_the_host(pg_uri: str, 
     uri = _with(pg_uri, password=password, query="sslmode=require")
     host = urlsplit(pg_uri).hostname
     with pytest.raises(LoadError, match="server does not support SSL") as caught:
-        load.create_tables(uri, schema=pg_schema)
+        ddl.create_tables(uri, schema=pg_schema)
     message = str(caught.value)
     assert not isinstance(caught.value, TransientError)  # a TLS mismatch does not pass by itself
     assert f"at {host}:" in message
@@ -296,7 +296,7 @@ def test_tls_parameters_pass_through_to_libpq(pg_uri: str) -> None:
 )
 def test_connection_failures_are_transient_only_when_a_retry_can_help(text: str, transient: bool) -> None:
     error = pg.OperationalError(f"IO: [libpq] {text}", status_code=adbc_driver_manager.AdbcStatusCode.IO)
-    mapped = load._map_error(error, "connecting to PostgreSQL", "postgresql://app:hunter2-secret@db/crm")
+    mapped = db.map_error(error, "connecting to PostgreSQL", "postgresql://app:hunter2-secret@db/crm")
     assert isinstance(mapped, TransientError) is transient
     if "certificate" in text:
         assert "sslrootcert" in str(mapped)

@@ -1,4 +1,4 @@
-"""fastclv.load against a real PostgreSQL: atomic per-date swaps, failures, types, secrets, ledger."""
+"""fastclv.load, ddl, ledger and db against a real PostgreSQL: swaps, failures, types, secrets, ledger."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from fastclv import load, localpg
+from fastclv import db, ddl, load, localpg
 from fastclv.contract import OUTPUT_SCHEMA, output_arrow_schema
 from fastclv.errors import ConfigError, FastclvError, LoadError, TransientError
+from fastclv.ledger import finish_run, start_run
 
 D = date(2025, 1, 31)
 D1 = D + timedelta(days=1)
@@ -220,7 +221,7 @@ def test_concurrent_loads_of_one_date_are_serialised(pg_uri: str, pg_schema: str
     """Both loads succeed (the swap waits on a per-date advisory lock); the last swap wins."""
     frames = [ltv_frame(D, 1500, "x"), ltv_frame(D, 1200, "y")]
     files = [parquet(f, tmp_path) for f in frames]
-    load.create_tables(pg_uri, schema=pg_schema)
+    ddl.create_tables(pg_uri, schema=pg_schema)
     errors: list[BaseException] = []
     start = threading.Barrier(2)
 
@@ -384,16 +385,16 @@ def test_rows_of_another_date_or_missing_columns_are_refused(
 @pytest.mark.parametrize("schema", ["public; DROP TABLE x", 'a"b', "münchen", "1abc", "", "a" * 64])
 def test_schema_names_that_are_not_plain_identifiers_are_rejected(pg_uri: str, schema: str) -> None:
     with pytest.raises(ConfigError, match="not a plain SQL identifier"):
-        load.create_tables(pg_uri, schema=schema)
+        ddl.create_tables(pg_uri, schema=schema)
     with pytest.raises(ConfigError, match="not a plain SQL identifier"):
         load.load_partition(pg_uri, pa.table({}).to_reader(), D, schema=schema, run_id="x")
     with pytest.raises(ConfigError, match="not a plain SQL identifier"):
-        load.start_run(pg_uri, schema=schema, run_id="x", as_of=D, input="/in", started_at=datetime.now(UTC))
+        start_run(pg_uri, schema=schema, run_id="x", as_of=D, input="/in", started_at=datetime.now(UTC))
 
 
 def test_table_names_too_long_for_derived_names_are_rejected(pg_uri: str) -> None:
-    with pytest.raises(ConfigError, match=f"at most {load.MAX_TABLE_NAME} are allowed"):
-        load.create_tables(pg_uri, table="t" * (load.MAX_TABLE_NAME + 1))
+    with pytest.raises(ConfigError, match=f"at most {ddl.MAX_TABLE_NAME} are allowed"):
+        ddl.create_tables(pg_uri, table="t" * (ddl.MAX_TABLE_NAME + 1))
 
 
 def test_concurrent_first_time_ddl_does_not_fail(pg_uri: str, pg_schema: str) -> None:
@@ -403,7 +404,7 @@ def test_concurrent_first_time_ddl_does_not_fail(pg_uri: str, pg_schema: str) ->
     def create() -> None:
         start.wait()
         try:
-            load.create_tables(pg_uri, schema=pg_schema)
+            ddl.create_tables(pg_uri, schema=pg_schema)
         except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
             errors.append(exc)
 
@@ -483,7 +484,7 @@ def test_passwords_never_reach_errors_or_logs(
         load.load_partition(uri, source, D, schema=pg_schema, run_id="denied")
     failures.append(denied.value)
     with pytest.raises(LoadError) as ledger:
-        load.start_run(uri, schema=pg_schema, run_id="x", as_of=D, input=uri, started_at=datetime.now(UTC))
+        start_run(uri, schema=pg_schema, run_id="x", as_of=D, input=uri, started_at=datetime.now(UTC))
     failures.append(ledger.value)
 
     # 3. Allowed: a successful load and a failed run whose error text quotes the URI.
@@ -495,8 +496,8 @@ def test_passwords_never_reach_errors_or_logs(
             )
         )
     load.load_partition(uri, source, D, schema=pg_schema, run_id="works")
-    load.start_run(uri, schema=pg_schema, run_id="leaky", as_of=D, input=uri, started_at=datetime.now(UTC))
-    load.finish_run(
+    start_run(uri, schema=pg_schema, run_id="leaky", as_of=D, input=uri, started_at=datetime.now(UTC))
+    finish_run(
         uri,
         schema=pg_schema,
         run_id="leaky",
@@ -564,7 +565,7 @@ def test_scrubbing_removes_any_password_in_any_echoed_form(password: str, noise:
     encoded = quote(password, safe="")
     uri = f"postgresql://app:{encoded}@db.example:5432/crm?sslmode=require"
     echoed = f"{noise} failed for {uri}: password {password!s} / {encoded} {noise}"
-    scrubbed = load.scrub(echoed, uri)
+    scrubbed = db.scrub(echoed, uri)
     assert password not in scrubbed
     assert encoded not in scrubbed
 
@@ -593,9 +594,9 @@ def test_the_ledger_records_succeeded_and_failed_runs(pg_uri: str, pg_schema: st
             "after_as_of": 0,
         }
     }
-    load.start_run(pg_uri, schema=pg_schema, run_id="good", as_of=D, input="/data/in", started_at=t0)
+    start_run(pg_uri, schema=pg_schema, run_id="good", as_of=D, input="/data/in", started_at=t0)
     assert ledger(pg_uri, pg_schema)["good"]["status"] == "running"
-    load.finish_run(
+    finish_run(
         pg_uri,
         schema=pg_schema,
         run_id="good",
@@ -606,8 +607,8 @@ def test_the_ledger_records_succeeded_and_failed_runs(pg_uri: str, pg_schema: st
         model={"bgnbd": {"r": 0.24, "alpha": 4.4}, "loglik": float("nan")},
         timings={"extract": 0.5},
     )
-    load.start_run(pg_uri, schema=pg_schema, run_id="bad", as_of=D1, input="s3://b/p/", started_at=t0)
-    load.finish_run(
+    start_run(pg_uri, schema=pg_schema, run_id="bad", as_of=D1, input="s3://b/p/", started_at=t0)
+    finish_run(
         pg_uri,
         schema=pg_schema,
         run_id="bad",
@@ -616,7 +617,7 @@ def test_the_ledger_records_succeeded_and_failed_runs(pg_uri: str, pg_schema: st
         error="orders.csv lacks column status. Hint: ...",
     )
     # A run that failed before it could be started still ends up as one row.
-    load.finish_run(
+    finish_run(
         pg_uri,
         schema=pg_schema,
         run_id="early",
@@ -654,7 +655,7 @@ def test_the_ledger_records_succeeded_and_failed_runs(pg_uri: str, pg_schema: st
     assert len(runs) == 3
 
     with pytest.raises(ConfigError, match="run status 'done'"):
-        load.finish_run(pg_uri, schema=pg_schema, run_id="x", status="done", finished_at=t0)
+        finish_run(pg_uri, schema=pg_schema, run_id="x", status="done", finished_at=t0)
 
 
 def test_throughput_is_logged(

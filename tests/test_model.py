@@ -18,17 +18,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from fastclv import model
 from fastclv.errors import TerminalError
 from fastclv.model import (
     BgNbdParams,
     GammaGammaParams,
     customer_lifetime_value,
+    distinct,
     expected_purchases,
     expected_spend,
     fit_and_predict,
     fit_bgnbd,
     fit_gamma_gamma,
+    likelihood,
+    optimise,
     p_alive,
 )
 
@@ -355,8 +357,8 @@ def test_sample_warm_start_lands_on_the_same_optimum(
     d = large_daily
     warm_bg = fit_bgnbd(d.frequency, d.recency, d.T)
     warm_gg = fit_gamma_gamma(d.frequency, d.monetary)
-    assert warm_bg.diagnostics.n_distinct > 2 * model._SAMPLE_ROWS
-    monkeypatch.setattr(model, "_SAMPLE_ROWS", 10**9)
+    assert warm_bg.diagnostics.n_distinct > 2 * optimise._SAMPLE_ROWS
+    monkeypatch.setattr(optimise, "_SAMPLE_ROWS", 10**9)
     assert_params_close(warm_bg.params, fit_bgnbd(d.frequency, d.recency, d.T).params, rel=1e-9)
     assert_params_close(warm_gg.params, fit_gamma_gamma(d.frequency, d.monetary).params, rel=1e-9)
 
@@ -510,9 +512,9 @@ def central_difference(fun: Any, u: FloatArray, step: float = 1e-6) -> FloatArra
 def test_bgnbd_gradient_matches_finite_differences(
     daily: Rfm, params: tuple[float, ...], penalizer: float
 ) -> None:
-    (x, rec, t), _, counts = model._distinct_rows(daily.frequency, daily.recency, daily.T)
+    (x, rec, t), _, counts = distinct.distinct_rows(daily.frequency, daily.recency, daily.T)
     scale = 1 / t.max()
-    objective = model._bg_objective(model._bg_data(x, rec * scale, t * scale, counts), penalizer)
+    objective = likelihood.bg_objective(likelihood.bg_data(x, rec * scale, t * scale, counts), penalizer)
     u = np.log(np.array(params))
     np.testing.assert_allclose(objective(u)[1], central_difference(objective, u), rtol=1e-6, atol=1e-8)
 
@@ -523,8 +525,8 @@ def test_gamma_gamma_gradient_matches_finite_differences(
     daily: Rfm, params: tuple[float, ...], penalizer: float
 ) -> None:
     rep = daily.repeat
-    (x, m), _, counts = model._distinct_rows(daily.frequency[rep], daily.monetary[rep])
-    objective = model._gg_objective(model._gg_data(x, m, counts), penalizer)
+    (x, m), _, counts = distinct.distinct_rows(daily.frequency[rep], daily.monetary[rep])
+    objective = likelihood.gg_objective(likelihood.gg_data(x, m, counts), penalizer)
     u = np.log(np.array(params))  # v relative to the mean spend
     np.testing.assert_allclose(objective(u)[1], central_difference(objective, u), rtol=1e-6, atol=1e-8)
 
@@ -534,17 +536,17 @@ def test_gamma_gamma_gradient_matches_finite_differences(
 
 def test_weighted_distinct_rows_equal_expanded_rows(daily: Rfm) -> None:
     x, rec, t = daily.frequency, daily.recency, daily.T
-    (ux, urec, ut), inverse, counts = model._distinct_rows(x, rec, t)
+    (ux, urec, ut), inverse, counts = distinct.distinct_rows(x, rec, t)
     np.testing.assert_array_equal(np.column_stack([ux, urec, ut])[inverse], np.column_stack([x, rec, t]))
     assert counts.sum() == x.size
     scale = 1 / t.max()
-    weighted = model._bg_objective(model._bg_data(ux, urec * scale, ut * scale, counts), 0.0)
-    expanded = model._bg_objective(model._bg_data(x, rec * scale, t * scale, np.ones_like(x)), 0.0)
+    weighted = likelihood.bg_objective(likelihood.bg_data(ux, urec * scale, ut * scale, counts), 0.0)
+    expanded = likelihood.bg_objective(likelihood.bg_data(x, rec * scale, t * scale, np.ones_like(x)), 0.0)
     for u in (np.full(4, 0.1), np.log([0.5, 0.02, 0.8, 2.5])):
         assert weighted(u)[0] == pytest.approx(expanded(u)[0], rel=1e-12)
         np.testing.assert_allclose(weighted(u)[1], expanded(u)[1], rtol=1e-10)
     # The whole optimisation on every customer row lands on the same estimate.
-    per_row = model._minimise(expanded, ("r", "alpha", "a", "b"))
+    per_row = optimise.minimise(expanded, ("r", "alpha", "a", "b"))
     assert per_row.problem is None
     fit = fit_bgnbd(x, rec, t)
     assert fit.params is not None
@@ -557,18 +559,18 @@ def test_weighted_gamma_gamma_equals_expanded_rows() -> None:
     rng = np.random.default_rng(9)
     x = rng.integers(1, 6, 5000).astype(np.float64)
     m = np.round(rng.gamma(4.0, 10.0, 5000) / 5) * 5 + 5
-    (ux, um), _, counts = model._distinct_rows(x, m)
+    (ux, um), _, counts = distinct.distinct_rows(x, m)
     assert ux.size < 1000
-    weighted = model._gg_objective(model._gg_data(ux, um, counts), 0.0)
-    expanded = model._gg_objective(model._gg_data(x, m, np.ones_like(x)), 0.0)
-    per_row = model._minimise(expanded, ("p", "q", "v"))
-    on_distinct = model._minimise(weighted, ("p", "q", "v"))
+    weighted = likelihood.gg_objective(likelihood.gg_data(ux, um, counts), 0.0)
+    expanded = likelihood.gg_objective(likelihood.gg_data(x, m, np.ones_like(x)), 0.0)
+    per_row = optimise.minimise(expanded, ("p", "q", "v"))
+    on_distinct = optimise.minimise(weighted, ("p", "q", "v"))
     np.testing.assert_allclose(on_distinct.u, per_row.u, rtol=0, atol=1e-8)
 
 
 def test_distinct_row_fit_matches_lifetimes_with_weights(lt: SimpleNamespace, daily: Rfm) -> None:
     # lifetimes' own weights argument on the same distinct rows: the same estimate.
-    (ux, urec, ut), _, counts = model._distinct_rows(daily.frequency, daily.recency, daily.T)
+    (ux, urec, ut), _, counts = distinct.distinct_rows(daily.frequency, daily.recency, daily.T)
     bgf = lt.BetaGeoFitter().fit(ux, urec, ut, weights=counts)
     assert_params_close(
         fit_bgnbd(daily.frequency, daily.recency, daily.T).params, lt_bg_params(bgf), rel=1e-4

@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 from polars.testing import assert_frame_equal
 from psycopg import sql
 
-from fastclv import load, pipeline, stage, storage
+from fastclv import load, pipeline, stage, storage, verify
 from fastclv.config import Settings, parse_option_pairs, parse_storage_options
 from fastclv.errors import ConfigError, FastclvError, InputError, VerificationError
 
@@ -211,7 +211,7 @@ def test_each_stage_reads_from_the_staging_bucket_as_separate_workers_do(s3: Any
         stage.StagingArea.for_run(staging, AS_OF) as area,
         pytest.raises(VerificationError, match=rf"{staging}/{D}/verify_report\.md"),
     ):
-        pipeline.verify_staged(
+        verify.verify_staged(
             area, AS_OF, summary.files, summary.model, horizon_months=12, margin=1.0, discount_rate=0.01
         )
     assert {"verify_report.md", "verify_report.json"} <= _keys(s3, f"workers/{D}/")

@@ -1,0 +1,139 @@
+"""The SQL recompute: every historical column of ``customer_ltv`` from the staged, validated inputs.
+
+DuckDB reads the staged Parquet files as views and materialises ``expected`` (one row per
+valid customer, from the contract's definitions, without the Polars code) and
+``side_by_side`` (``expected`` next to the staged output, full outer join on ``customer_id``),
+which :mod:`fastclv.verify.checks` compares.
+"""
+
+# The SQL below is assembled from contract constants, dates and quoted local paths, never from
+# user text, so the string-built-query rule does not apply here.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastclv import stage
+from fastclv.contract import COUNTED_STATUS, INPUT_FILES, OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
+
+_EPOCH = date(1970, 1, 1)
+_DAY_US = 86_400_000_000
+
+
+def _sql_path(path: Path) -> str:
+    return "'" + str(path.resolve()).replace("'", "''") + "'"
+
+
+def create_views(con: Any, run_dir: Path) -> None:
+    """One view per staged file: the three inputs by name, ``rejects`` and ``staged`` (the output)."""
+    for name in [f.name for f in INPUT_FILES] + ["rejects", "staged"]:
+        file = {"rejects": stage.REJECTS, "staged": stage.OUTPUT}.get(name, f"{name}.parquet")
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_sql_path(run_dir / file)})")
+
+
+def _cutoff(as_of: date) -> str:
+    """The first instant outside the run, as a DuckDB TIMESTAMPTZ literal."""
+    return f"TIMESTAMPTZ '{(as_of + timedelta(days=1)).isoformat()} 00:00:00+00:00'"
+
+
+def _floor_days(epoch_us: str) -> str:
+    """Whole days since 1970-01-01 of a microsecond epoch, rounded down (also before 1970).
+
+    DuckDB's ``//`` truncates towards zero, so the remainder is made non-negative first.
+    """
+    remainder = f"(({epoch_us} % {_DAY_US}) + {_DAY_US}) % {_DAY_US}"
+    return f"CAST(({epoch_us} - {remainder}) // {_DAY_US} AS INTEGER)"
+
+
+def recompute(con: Any, as_of: date) -> None:
+    """Materialise ``expected``: every valid customer's historical columns, from the definitions.
+
+    Days are whole UTC days since 1970-01-01 (floor of the microsecond epoch), so purchase
+    days, recency and T are integer arithmetic, independent of any time zone setting.
+    Customers get a surrogate integer key so that the big groupings hash integers, not text.
+    """
+    cutoff = _cutoff(as_of)
+    as_of_day = (as_of - _EPOCH).days
+    con.execute(
+        "CREATE TEMP TABLE cust AS SELECT row_number() OVER () AS ck, customer_id, signup_date, country"
+        " FROM customers"
+    )
+    # The orders that matter: counted ones (completed, before the cutoff) and those after it.
+    # ck is null for an order whose customer is not valid (the revenue check catches those).
+    con.execute(
+        f"""
+        CREATE TEMP TABLE keyed AS
+        SELECT o.order_id, c.ck, o.order_ts, o.order_ts >= {cutoff} AS after,
+               {_floor_days("epoch_us(o.order_ts)")} AS day
+        FROM orders o LEFT JOIN cust c ON c.customer_id = o.customer_id
+        WHERE (o.status = '{COUNTED_STATUS}' AND o.order_ts < {cutoff}) OR o.order_ts >= {cutoff}
+        """
+    )
+    con.execute(
+        """
+        CREATE TEMP TABLE per_customer AS
+        WITH per_day AS (
+            SELECT ck, day, count(*) AS orders, min(order_ts) AS first_ts, max(order_ts) AS last_ts
+            FROM keyed WHERE NOT after GROUP BY ck, day
+        )
+        SELECT ck, sum(orders) AS orders_count,
+               min(first_ts) AS first_order_at, max(last_ts) AS last_order_at,
+               count(*) AS purchase_days, min(day) AS first_day, max(day) AS last_day
+        FROM per_day GROUP BY ck
+        """
+    )
+    # Every item of a kept order: its exact amount (DECIMAL(38,2) sums), summed per customer
+    # and on the customer's first purchase day; items of orders after the cutoff counted apart.
+    con.execute(
+        """
+        CREATE TEMP TABLE item_totals AS
+        SELECT k.ck, k.after, count(*) AS items,
+               sum(CAST(i.quantity AS DECIMAL(38, 0)) * i.unit_price - i.discount) AS amount,
+               sum(CAST(i.quantity AS DECIMAL(38, 0)) * i.unit_price - i.discount)
+                   FILTER (WHERE k.day = p.first_day) AS first_day_amount
+        FROM order_items i JOIN keyed k ON k.order_id = i.order_id
+        LEFT JOIN per_customer p ON p.ck = k.ck AND NOT k.after
+        GROUP BY k.ck, k.after
+        """
+    )
+    revenue = "coalesce(t.amount, 0)"
+    con.execute(
+        f"""
+        CREATE TEMP TABLE expected AS
+        SELECT DATE '{as_of.isoformat()}' AS as_of,
+               c.customer_id, c.signup_date, c.country,
+               p.first_order_at, p.last_order_at,
+               coalesce(p.orders_count, 0) AS orders_count,
+               {revenue} AS total_revenue,
+               CASE WHEN p.orders_count > 0 THEN CAST({revenue} AS DOUBLE) / p.orders_count END
+                   AS avg_order_value,
+               p.purchase_days - 1 AS frequency,
+               p.last_day - p.first_day AS recency_days,
+               {as_of_day} - p.first_day AS t_days,
+               CASE WHEN p.purchase_days > 1
+                    THEN CAST({revenue} - coalesce(t.first_day_amount, 0) AS DOUBLE) / (p.purchase_days - 1)
+                    WHEN p.purchase_days = 1 THEN 0.0 END AS monetary_value
+        FROM cust c
+        LEFT JOIN per_customer p ON p.ck = c.ck
+        LEFT JOIN item_totals t ON t.ck = c.ck AND NOT t.after
+        """
+    )
+    # Side by side: one row per customer_id on either side (a staged duplicate shows twice).
+    pairs = ", ".join(
+        (f"e.{c} AS e_{c}, " if c not in PREDICTIVE_COLUMNS else "") + f"s.{c} AS s_{c}"
+        for c in OUTPUT_SCHEMA.names()
+        if c != "customer_id"
+    )
+    con.execute(
+        f"""
+        CREATE TEMP TABLE side_by_side AS
+        SELECT coalesce(e.customer_id, s.customer_id) AS customer_id,
+               e.customer_id IS NOT NULL AS in_expected,
+               s.customer_id IS NOT NULL AS in_staged,
+               {pairs}
+        FROM expected e FULL OUTER JOIN staged s ON s.customer_id = e.customer_id
+        """
+    )
