@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -52,13 +51,6 @@ REPORTS = ("verify_report.md", "verify_report.json")
 STAGED_INPUT_CODEC: Final = "lz4"
 
 
-# verify.py still writes its report with these two; once it uses files.atomic_write, drop them.
-temporary = files.temporary
-
-
-def commit(tmp: Path, final: Path) -> None:
-    """Atomically move a finished temporary file into place."""
-    os.replace(tmp, final)
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:

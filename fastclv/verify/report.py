@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from fastclv import stage
+from fastclv import files, stage
 from fastclv.verify.checks import Check
 
 REPORT_MD = "verify_report.md"
@@ -49,12 +49,8 @@ def write_report(run_dir: Path, as_of: date, checks: list[Check], seconds: float
         ]
         lines += [f"| {_md(k)} | {_md(col)} | {_md(s)} | {_md(e)} |" for k, col, s, e in c.examples]
     path = run_dir / REPORT_MD
-    tmp = stage.temporary(path)
-    try:
+    with files.atomic_write(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-        stage.commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
