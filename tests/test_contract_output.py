@@ -12,7 +12,7 @@ import polars as pl
 import psycopg
 import pyarrow as pa
 
-from fastclv import load
+from fastclv import ddl
 from fastclv.contract import (
     INPUT_FILES,
     OUTPUT_NOT_NULL,
@@ -94,7 +94,7 @@ def test_input_files_and_their_columns_are_the_contracts() -> None:
 
 
 def test_the_created_table_has_the_contracts_columns_types_and_key(pg_uri: str, pg_schema: str) -> None:
-    load.create_tables(pg_uri, schema=pg_schema)
+    ddl.create_tables(pg_uri, schema=pg_schema)
     table = f'"{pg_schema}".customer_ltv'
     with psycopg.connect(pg_uri) as conn:
         columns = conn.execute(
