@@ -165,8 +165,9 @@ def test_lock_timeout_at_the_swap_is_transient_and_changes_nothing(
     before = ltv_frame(D, 200)
     load.load_partition(pg_uri, parquet(before, tmp_path), D, schema=pg_schema, run_id="ok")
 
-    with psycopg.connect(pg_uri) as reader:  # a long-running reader holds its lock
-        reader.execute(sql.SQL("SELECT count(*) FROM {}.customer_ltv").format(sql.Identifier(pg_schema)))
+    with psycopg.connect(pg_uri) as reader:  # a session holds a lock that conflicts with writes
+        # (A plain reader no longer conflicts with a reload: see the next two tests.)
+        reader.execute(sql.SQL("LOCK TABLE {}.customer_ltv IN SHARE MODE").format(sql.Identifier(pg_schema)))
         with pytest.raises(TransientError, match="lock timeout") as caught:
             load.load_partition(
                 pg_uri,
@@ -179,10 +180,47 @@ def test_lock_timeout_at_the_swap_is_transient_and_changes_nothing(
         reader.rollback()
 
     message = str(caught.value)
-    assert "swapping in the new partition" in message
+    assert "replacing the rows of" in message
     assert f"{pg_schema}.customer_ltv (partition customer_ltv_p20250131)" in message
     assert "Hint: another session holds a conflicting lock" in message
     assert_holds(pg_uri, pg_schema, before)
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_reader_whose_snapshot_predates_a_reload_sees_the_old_rows(
+    pg_uri: str, pg_schema: str, tmp_path: Path, isolation: str
+) -> None:
+    """Issue 14 item 7: never an empty date, at every isolation level (contract section 6)."""
+    old, new = ltv_frame(D, 300, "old"), ltv_frame(D, 200, "new")
+    load.load_partition(pg_uri, parquet(old, tmp_path), D, schema=pg_schema, run_id="first")
+    rows = sql.SQL("SELECT customer_id FROM {}.customer_ltv WHERE as_of = %s ORDER BY 1").format(
+        sql.Identifier(pg_schema)
+    )
+    with psycopg.connect(pg_uri) as reader:
+        reader.execute(f"BEGIN ISOLATION LEVEL {isolation}".encode())
+        reader.execute("SELECT 1")  # the snapshot is taken here, before the reload
+        load.load_partition(pg_uri, parquet(new, tmp_path), D, schema=pg_schema, run_id="again")
+        seen = [r[0] for r in reader.execute(rows, (D,)).fetchall()]
+        assert seen == sorted(old["customer_id"].to_list())
+        reader.rollback()
+        after = [r[0] for r in reader.execute(rows, (D,)).fetchall()]
+        assert after == sorted(new["customer_id"].to_list())
+    assert_holds(pg_uri, pg_schema, new)
+
+
+def test_a_long_running_reader_does_not_block_a_reload(pg_uri: str, pg_schema: str, tmp_path: Path) -> None:
+    before, after = ltv_frame(D, 200), ltv_frame(D, 150, "new")
+    load.load_partition(pg_uri, parquet(before, tmp_path), D, schema=pg_schema, run_id="ok")
+    count = sql.SQL("SELECT count(*) FROM {}.customer_ltv WHERE as_of = %s").format(sql.Identifier(pg_schema))
+    with psycopg.connect(pg_uri) as reader:  # a transaction open on the table, as a report query holds it
+        assert reader.execute(count, (D,)).fetchone() == (200,)
+        load.load_partition(
+            pg_uri, parquet(after, tmp_path), D, schema=pg_schema, lock_timeout_s=0.5, run_id="reload"
+        )
+        assert reader.execute(count, (D,)).fetchone() == (150,)  # READ COMMITTED: the next statement
+        reader.rollback()
+    assert_holds(pg_uri, pg_schema, after)
     assert staging_tables(pg_uri, pg_schema) == []
 
 
