@@ -8,8 +8,8 @@ does, so that it can be run before and after a change of strategy:
 - the first load of a date and three reloads of it (seconds), the partition's size after each
   reload and after a VACUUM (bloat);
 - what a REPEATABLE READ reader with an older snapshot counts for D after a reload;
-- a reload started while a reader holds a transaction open on the table: how long the reload
-  waits, and how long a *new* reader arriving meanwhile waits (it queues behind an ACCESS
+- a reload started while a reader holds a transaction open on the table for 9 s: how long the
+  reload takes, and how long a *new* reader arriving meanwhile waits (it queues behind an ACCESS
   EXCLUSIVE request, if there is one).
 
 Run: ``.venv/bin/python -m benchmarks.reload_options [rows]`` (default 1,000,000). It starts
@@ -103,24 +103,27 @@ def main(rows: int) -> dict[str, object]:
         # A REPEATABLE READ reader whose snapshot predates the reload.
         with psycopg.connect(uri) as reader:
             reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            reader.execute("SELECT 1 FROM bench.customer_ltv_runs LIMIT 1")  # takes the snapshot
+            reader.execute("SELECT 1")  # takes the snapshot
             reload(4)
             out["repeatable_read_count_after_reload"] = reader.execute(
                 "SELECT count(*) FROM bench.customer_ltv WHERE as_of = %s", (D,)
             ).fetchone()[0]  # type: ignore[index]
             reader.rollback()
 
-        # A reader holds the table for 3 s while a reload starts; a new reader arrives at 1 s.
+        # A reader holds the table open for 9 s while a reload starts; a new reader arrives at
+        # 6 s (after the COPY, when a swap would be waiting for its lock).
         waits: dict[str, float] = {}
         with psycopg.connect(uri) as holder:
             holder.execute("SELECT count(*) FROM bench.customer_ltv")
             started = time.perf_counter()
-            thread = threading.Thread(target=lambda: waits.__setitem__("reload_s", reload(5, lock_timeout_s=60.0)))
+            thread = threading.Thread(
+                target=lambda: waits.__setitem__("reload_s", reload(5, lock_timeout_s=60.0))
+            )
             thread.start()
-            time.sleep(1.0)
+            time.sleep(6.0)
             with psycopg.connect(uri, autocommit=True) as newcomer:
                 asked = time.perf_counter()
-                release = threading.Timer(2.0, holder.rollback)
+                release = threading.Timer(3.0, holder.rollback)
                 release.start()
                 newcomer.execute("SELECT count(*) FROM bench.customer_ltv WHERE as_of = %s", (D,))
                 waits["new_reader_wait_s"] = round(time.perf_counter() - asked, 2)

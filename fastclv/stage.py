@@ -51,8 +51,6 @@ REPORTS = ("verify_report.md", "verify_report.json")
 STAGED_INPUT_CODEC: Final = "lz4"
 
 
-
-
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     """Write a DataFrame to Parquet atomically."""
     with files.atomic_write(path) as tmp:
