@@ -221,26 +221,28 @@ def extract(
         for spec in INPUT_FILES
     }
     work_dir = run_dir / "_work"
-    work_dir.mkdir(parents=True, exist_ok=True)
     cutoff = as_of_cutoff(as_of)
     counts: dict[str, FileCounts] = {}
     valid_paths: dict[str, str] = {}
     reject_parts: dict[str, Path] = {}
-    for spec in INPUT_FILES:
-        header = headers[spec.name]
-        checked = work_dir / f"{spec.name}.checked.arrow"
-        _scan(header, checked, storage_options)
-        out = run_dir / f"{spec.name}.parquet"
-        rejects_part = work_dir / f"{spec.name}.rejects.parquet"
-        t0 = time.perf_counter()
-        counts[spec.name] = _resolve(spec, pl.scan_ipc(checked), out, rejects_part, run_dir, cutoff)
-        log.info("%s: resolved duplicates and keys in %.2f s", spec.file_name, time.perf_counter() - t0)
-        valid_paths[spec.name] = str(out)
-        reject_parts[spec.name] = rejects_part
-        checked.unlink(missing_ok=True)
+    # Reads of the inputs are told apart inside (_reading); what is left is writing to staging.
+    with stage.writing(run_dir):
+        work_dir.mkdir(parents=True, exist_ok=True)
+        for spec in INPUT_FILES:
+            header = headers[spec.name]
+            checked = work_dir / f"{spec.name}.checked.arrow"
+            _scan(header, checked, storage_options)
+            out = run_dir / f"{spec.name}.parquet"
+            rejects_part = work_dir / f"{spec.name}.rejects.parquet"
+            t0 = time.perf_counter()
+            counts[spec.name] = _resolve(spec, pl.scan_ipc(checked), out, rejects_part, run_dir, cutoff)
+            log.info("%s: resolved duplicates and keys in %.2f s", spec.file_name, time.perf_counter() - t0)
+            valid_paths[spec.name] = str(out)
+            reject_parts[spec.name] = rejects_part
+            checked.unlink(missing_ok=True)
 
-    rejects_path = run_dir / "rejects.parquet"
-    _write_rejects(reject_parts, headers, rejects_path, storage_options)
+        rejects_path = run_dir / "rejects.parquet"
+        _write_rejects(reject_parts, headers, rejects_path, storage_options)
     return ExtractResult(valid_paths, str(rejects_path), counts)
 
 
@@ -261,9 +263,10 @@ def _scan(header: Header, out: Path, storage_options: Mapping[str, str] | None) 
         try:
             with _reading(spec, header.location, storage_options):
                 for batch in scan.batches(header.slots()):
-                    if writer is None:
-                        writer = pa.ipc.new_file(tmp, batch.schema, options=options)
-                    writer.write_batch(batch)
+                    with stage.writing(out.parent.parent):  # a write, not a read, of the input
+                        if writer is None:
+                            writer = pa.ipc.new_file(tmp, batch.schema, options=options)
+                        writer.write_batch(batch)
                     now = time.perf_counter()
                     if now - last >= PROGRESS_EVERY:
                         last = now
@@ -274,11 +277,12 @@ def _scan(header: Header, out: Path, storage_options: Mapping[str, str] | None) 
                             scan.bytes_read / 1e6,
                             scan.bytes_read / 1e6 / (now - started),
                         )
-                if writer is None:
-                    empty = native.empty_batch(spec.name)
-                    writer = pa.ipc.new_file(tmp, empty.schema, options=options)
-                writer.close()
-                writer = None
+                with stage.writing(out.parent.parent):
+                    if writer is None:
+                        empty = native.empty_batch(spec.name)
+                        writer = pa.ipc.new_file(tmp, empty.schema, options=options)
+                    writer.close()
+                    writer = None
         finally:
             if writer is not None:
                 writer.close()
