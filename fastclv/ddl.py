@@ -16,7 +16,9 @@ from fastclv.db import close, connect, guard, qualified, quote
 from fastclv.errors import ConfigError, LoadError
 
 #: The statuses of a run in the ledger.
-RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed")
+#: ``abandoned``: a run that ended without recording its outcome (its process was killed, or the
+#: database restarted under it), marked so by a later run (:func:`fastclv.ledger.start_run`).
+RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "abandoned")
 _STATUSES_SQL = ", ".join(f"'{status}'" for status in RUN_STATUSES)
 #: The longest table name whose derived names (staging table + its index) stay <= 63 bytes.
 MAX_TABLE_NAME = 63 - len("_s20250131_0123abcd_pkey")
@@ -97,11 +99,40 @@ def ensure_tables(conn: pg.Connection, schema: str, table: str | None, runs_tabl
                     "run_id text PRIMARY KEY, as_of date, started_at timestamptz, "
                     "finished_at timestamptz, status text NOT NULL CHECK (status IN "
                     f"({_STATUSES_SQL})), input text, counts jsonb, "
-                    "output_rows bigint, model jsonb, timings jsonb, error text)"
+                    "output_rows bigint, model jsonb, timings jsonb, error text, owner text)"
                 )
+        if runs_table is not None:
+            _upgrade_ledger(cur, schema, runs_table)
         if table is not None:
             _check_output_table(cur, schema, table)
     conn.commit()
+
+
+def _upgrade_ledger(cur: pg.Cursor, schema: str, runs_table: str) -> None:
+    """Bring a ledger made by an earlier fastclv up to date: the ``owner`` column, ``abandoned``."""
+    ledger = qualified(schema, runs_table)
+    cur.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'owner' "
+        "AND NOT attisdropped",
+        parameters=(ledger,),
+    )
+    row = cur.fetchone()
+    if row is not None and row[0]:
+        return
+    lock = f"fastclv:ddl:{schema}"
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", parameters=(lock,))
+    cur.execute(f"ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS owner text")
+    cur.execute(
+        "SELECT conname::text FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'c' "
+        "AND pg_get_constraintdef(oid) LIKE '%status%'",
+        parameters=(ledger,),
+    )
+    for (name,) in cur.fetchall():
+        cur.execute(f"ALTER TABLE {ledger} DROP CONSTRAINT {quote(name)}")
+    cur.execute(
+        f"ALTER TABLE {ledger} ADD CONSTRAINT {quote(runs_table + '_status_check')} "
+        f"CHECK (status IN ({_STATUSES_SQL}))"
+    )
 
 
 def _check_output_table(cur: pg.Cursor, schema: str, table: str) -> None:

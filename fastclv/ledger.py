@@ -8,15 +8,47 @@ missing (:mod:`fastclv.ddl`); nothing they write holds the database password.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
+
+import adbc_driver_postgresql.dbapi as pg
 
 from fastclv.config import check_identifier
 from fastclv.db import close, connect, guard, qualified, scrub
 from fastclv.ddl import RUN_STATUSES, ensure_tables
 from fastclv.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+#: ``owner`` of a run whose process holds a session lock on its row for as long as it runs.
+SESSION_OWNER = "session"
+#: ``owner`` of a run recorded by separate tasks (the DAG): its outcome is the finish task's.
+TASK_OWNER = "task"
+ABANDONED = (
+    "the run ended without recording its outcome (its process was killed, or the database "
+    "restarted under it); marked by run {by}"
+)
+
+
+@dataclass
+class RunClaim:
+    """A run's hold on its ledger row: a session advisory lock, on a connection kept open.
+
+    While it is held, the run is provably alive; when the process dies or the server restarts,
+    the lock goes with the session, and the next run marks the row ``abandoned``.
+    """
+
+    conn: pg.Connection
+    run_id: str
+
+    def release(self) -> None:
+        """Let go of the row (the run has recorded its outcome, or given up)."""
+        close(self.conn)
 
 
 def start_run(
@@ -28,22 +60,56 @@ def start_run(
     as_of: date,
     input: str,  # the ledger column's name
     started_at: datetime,
-) -> None:
+    hold: bool = False,
+) -> RunClaim | None:
     """Record the run as ``running`` (creating the ledger table when missing).
 
-    Upserts on ``run_id``, so a retried run starts over in the same row.
+    Upserts on ``run_id``, so a retried run starts over in the same row. First, rows of runs
+    whose owner is provably gone (``owner = 'session'`` and nobody holds their lock) are marked
+    ``abandoned``. With ``hold``, the run claims its row for as long as it runs: the returned
+    :class:`RunClaim` keeps a connection open; release it after :func:`finish_run`. Without it
+    (a run recorded by separate tasks), the row is never marked abandoned by others.
     """
     sql = (  # identifiers are validated by check_identifier and quoted; values are bound
         f"INSERT INTO {qualified(schema, runs_table)} "  # noqa: S608
-        "(run_id, as_of, started_at, finished_at, status, input) "
-        "VALUES ($1, $2, $3, NULL, 'running', $4) "
+        "(run_id, as_of, started_at, finished_at, status, input, owner) "
+        "VALUES ($1, $2, $3, NULL, 'running', $4, $5) "
         "ON CONFLICT (run_id) DO UPDATE SET as_of = EXCLUDED.as_of, "
         "started_at = EXCLUDED.started_at, finished_at = NULL, status = 'running', "
         "input = EXCLUDED.input, counts = NULL, output_rows = NULL, model = NULL, "
-        "timings = NULL, error = NULL"
+        "timings = NULL, error = NULL, owner = EXCLUDED.owner"
     )
-    params = (run_id, as_of, _utc(started_at), scrub(input, pg_uri))
-    _write_ledger(pg_uri, schema, runs_table, run_id, sql, params)
+    owner = SESSION_OWNER if hold else TASK_OWNER
+    params = (run_id, as_of, _utc(started_at), scrub(input, pg_uri), owner)
+    conn = _write_ledger(
+        pg_uri, schema, runs_table, run_id, sql, params, keep=hold, before=_mark_abandoned, hold=hold
+    )
+    return RunClaim(conn, run_id) if conn is not None else None
+
+
+def _run_key(schema: str, runs_table: str, run_id: str) -> str:
+    return f"fastclv:run:{schema}.{runs_table}:{run_id}"
+
+
+def _mark_abandoned(cur: pg.Cursor, schema: str, runs_table: str, run_id: str) -> None:
+    """Mark ``abandoned`` the running rows whose owning session is gone."""
+    ledger = qualified(schema, runs_table)
+    cur.execute(
+        f"SELECT run_id FROM {ledger} WHERE status = 'running' AND owner = $1 AND run_id <> $2",  # noqa: S608
+        parameters=(SESSION_OWNER, run_id),
+    )
+    for (other,) in cur.fetchall():
+        key = _run_key(schema, runs_table, other)
+        cur.execute("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", parameters=(key,))
+        row = cur.fetchone()
+        if row is None or not row[0]:
+            continue  # its run is alive
+        cur.execute(
+            f"UPDATE {ledger} SET status = 'abandoned', finished_at = now(), error = $2 "  # noqa: S608
+            "WHERE run_id = $1 AND status = 'running'",
+            parameters=(other, ABANDONED.format(by=run_id)),
+        )
+        logger.warning("run %s in %s ended without recording its outcome: marked abandoned", other, ledger)
 
 
 def finish_run(
@@ -127,8 +193,22 @@ def _json(value: Mapping[str, Any] | None) -> str | None:
 
 
 def _write_ledger(
-    pg_uri: str, schema: str, runs_table: str, run_id: str, sql: str, params: tuple[Any, ...]
-) -> None:
+    pg_uri: str,
+    schema: str,
+    runs_table: str,
+    run_id: str,
+    sql: str,
+    params: tuple[Any, ...],
+    *,
+    keep: bool = False,
+    before: Callable[[pg.Cursor, str, str, str], None] | None = None,
+    hold: bool = False,
+) -> pg.Connection | None:
+    """Run one ledger statement; with ``keep`` return the open connection (else close it).
+
+    ``before`` runs first in the same transaction; with ``hold`` the session takes the run's
+    advisory lock (held until the connection closes).
+    """
     check_identifier(schema, "schema")
     check_identifier(runs_table, "runs table")
     where = f"run {run_id!r} in {schema}.{runs_table}"
@@ -137,10 +217,21 @@ def _write_ledger(
     def write() -> None:
         ensure_tables(conn, schema, None, runs_table)
         with conn.cursor() as cur:
+            if hold:
+                key = _run_key(schema, runs_table, run_id)
+                cur.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", parameters=(key,))
+                cur.fetchall()
+            if before is not None:
+                before(cur, schema, runs_table, run_id)
             cur.execute(sql, parameters=params)
         conn.commit()
 
     try:
         guard(pg_uri, where, "recording", write)
-    finally:
+    except BaseException:
         close(conn)
+        raise
+    if keep:
+        return conn
+    close(conn)
+    return None

@@ -135,6 +135,60 @@ def write_json(data: Any, path: Path) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+@contextmanager
+def run_lock(area: StagingArea, run_id: str, *, wait_s: float = 6 * 3600.0) -> Iterator[None]:
+    """Own the staging folder of one date for a whole run: one run of a date at a time.
+
+    A second run of the same date on the same (local) staging root waits for the first to
+    finish (it says so, naming the run it waits for), then runs: each run's staged result is
+    that run's whole result. The lock is an ``flock`` on ``S/.D.lock``, released by the
+    operating system when its process ends, so a crashed run never leaves it behind. After
+    ``wait_s`` the waiting run gives up with a TransientError (safe to retry).
+
+    Object-storage staging is not locked here: a run works in its own temporary folder and
+    publishes whole files; one run per date at a time is the scheduler's to keep (the DAG does).
+    """
+    import fcntl
+    import os
+    import time
+
+    if area.remote:
+        yield
+        return
+    root = area.local_dir().parent
+    with writing(root):
+        root.mkdir(parents=True, exist_ok=True)
+        handle = (root / f".{area.name}.lock").open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another run"
+            log.warning(
+                "waiting for %s, which is staging %s; this run starts when it ends", holder, area.location
+            )
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TransientError(
+                            f"{holder} has been staging {area.location} for over {wait_s:.0f} s. "
+                            "Hint: let it finish (or stop it), then retry this run."
+                        ) from None
+                    time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"run {run_id} (pid {os.getpid()}, since {time.strftime('%Y-%m-%dT%H:%M:%S%z')})\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
 def prepare_run_dir(path: Path) -> None:
     """Create the run folder; clear a previous run's work files and stale outputs."""
     path.mkdir(parents=True, exist_ok=True)

@@ -680,6 +680,7 @@ def test_the_ledger_records_succeeded_and_failed_runs(pg_uri: str, pg_schema: st
         "model": {"bgnbd": {"r": 0.24, "alpha": 4.4}, "loglik": None},
         "timings": {"extract": 0.5},
         "error": None,
+        "owner": "task",  # started without holding its row: see tests/test_ledger.py
     }
     bad = runs["bad"]
     assert (bad["status"], bad["as_of"], bad["input"], bad["error"], bad["output_rows"]) == (
