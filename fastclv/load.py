@@ -71,6 +71,8 @@ class LoadResult:
     partition: str
     rows: int
     seconds: float
+    #: Rows of the date the load replaced (0 for a date loaded the first time).
+    replaced_rows: int = 0
 
 
 def load_partition(
@@ -138,7 +140,9 @@ def load_partition(
         seconds,
         batches.rows / seconds if seconds > 0 else 0.0,
     )
-    return LoadResult(names.display, loader.partition or names.partition, batches.rows, seconds)
+    return LoadResult(
+        names.display, loader.partition or names.partition, batches.rows, seconds, loader.replaced_rows
+    )
 
 
 @dataclass(frozen=True)
@@ -341,6 +345,7 @@ class _Loader:
     #: The partition the rows went into, and whether they replaced rows in place.
     partition: str | None = None
     replaced: bool = False
+    replaced_rows: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
     def run(self) -> None:
@@ -478,11 +483,16 @@ class _Loader:
             self.conn.rollback()
             return
         n = self.names
-        self._execute(f"DELETE FROM {qualified(n.schema, partition)}")  # noqa: S608 - quoted identifier
+        self.replaced_rows = self._delete_all(qualified(n.schema, partition))
         with self.conn.cursor() as cur:
             cur.adbc_ingest(partition, self.batches.reader(), mode="append", db_schema_name=n.schema)
         self.conn.commit()
         self.partition, self.replaced = partition, True
+
+    def _delete_all(self, target: str) -> int:
+        """Delete every row of a partition (MVCC: older snapshots still see them); how many."""
+        gone = self._query(f"WITH gone AS (DELETE FROM {target} RETURNING 1) SELECT count(*) FROM gone")  # noqa: S608
+        return int(gone[0][0])
 
     def _vacuum(self) -> None:
         """Make the replaced rows' space reusable now (best effort: the load has committed).
@@ -515,7 +525,7 @@ class _Loader:
         existing = self._partition_of_date()
         if existing is not None:
             target = qualified(n.schema, existing)
-            self._execute(f"DELETE FROM {target}")  # noqa: S608 - quoted identifier
+            self.replaced_rows = self._delete_all(target)
             self._execute(f"INSERT INTO {target} SELECT * FROM {qualified(n.schema, n.staging)}")  # noqa: S608
             self._execute(f"DROP TABLE {qualified(n.schema, n.staging)}")
             self.conn.commit()

@@ -136,7 +136,9 @@ def test_load_dates_and_rerun_replaces_only_that_date(pg_uri: str, pg_schema: st
     load.load_partition(pg_uri, parquet(d_next, tmp_path), D1, schema=pg_schema, run_id="r2")
     assert_holds(pg_uri, pg_schema, pl.concat([d_first, d_next]))
 
-    load.load_partition(pg_uri, parquet(d_again, tmp_path), D, schema=pg_schema, run_id="r3")
+    again = load.load_partition(pg_uri, parquet(d_again, tmp_path), D, schema=pg_schema, run_id="r3")
+    assert (again.partition, again.rows, again.replaced_rows) == ("customer_ltv_p20250131", 250, 300)
+    assert result.replaced_rows == 0
     assert_holds(pg_uri, pg_schema, pl.concat([d_again, d_next]))
     # Same date, same input, twice: same table.
     load.load_partition(pg_uri, parquet(d_again, tmp_path), D, schema=pg_schema, run_id="r4")
