@@ -590,8 +590,8 @@ def finish() -> dict[str, Any]:
 def _rebuild_summary(context: Context) -> tuple[RunSummary, Settings, str | None]:
     """The RunSummary from the stages' XComs and states, the Settings, the failed stage."""
     from fastclv import pipeline
-    from fastclv.config import redact_uri
     from fastclv.errors import FastclvError
+    from fastclv.secrets import redact as redact_uri
 
     ti = context["ti"]
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=list(STAGES))

@@ -24,7 +24,6 @@ leftover table from one that is still loading.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -38,7 +37,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import adbc_driver_postgresql.dbapi as pg
 import pyarrow as pa
@@ -46,9 +45,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fastclv import storage
-from fastclv.config import check_identifier, redact_uri, split_uri
+from fastclv.config import check_identifier
 from fastclv.contract import OUTPUT_NOT_NULL, OUTPUT_PG_TYPES, OUTPUT_SCHEMA, output_arrow_schema
 from fastclv.errors import ConfigError, FastclvError, LoadError, TransientError
+from fastclv.secrets import redact, split_uri
 
 logger = logging.getLogger("fastclv.load")
 
@@ -218,7 +218,7 @@ def start_run(
         "input = EXCLUDED.input, counts = NULL, output_rows = NULL, model = NULL, "
         "timings = NULL, error = NULL"
     )
-    params = (run_id, as_of, _utc(started_at), scrub(input, pg_uri))
+    params = (run_id, as_of, _utc(started_at), redact(input, pg_uri=pg_uri))
     _write_ledger(pg_uri, schema, runs_table, run_id, sql, params)
 
 
@@ -266,12 +266,12 @@ def finish_run(
         None if started_at is None else _utc(started_at),
         _utc(finished_at),
         status,
-        None if input is None else scrub(input, pg_uri),
+        None if input is None else redact(input, pg_uri=pg_uri),
         _json(counts),
         output_rows,
         _json(model),
         _json(timings),
-        None if error is None else scrub(error, pg_uri),
+        None if error is None else redact(error, pg_uri=pg_uri),
     )
     _write_ledger(pg_uri, schema, runs_table, run_id, sql, params)
 
@@ -387,7 +387,7 @@ def _map_error(exc: pg.Error, context: str, pg_uri: str, hint: str | None = None
     if hint is None:
         hint = _hint(sqlstate, lowered, transient)
     stop = "" if text.endswith(("?", "!")) else "."
-    message = scrub(f"{context} failed: {text}{stop} Hint: {hint}", pg_uri)
+    message = redact(f"{context} failed: {text}{stop} Hint: {hint}", pg_uri=pg_uri)
     return TransientError(message) if transient else LoadError(message)
 
 
@@ -462,35 +462,6 @@ def _hint(sqlstate: str, lowered: str, transient: bool) -> str:
         (hint for matched, hint in rules if matched),
         "read the PostgreSQL message above; the target table was left unchanged.",
     )
-
-
-def _secrets(pg_uri: str) -> list[str]:
-    """Every form in which the URI's password (or a secret parameter) could be echoed.
-
-    Generous on purpose: scrubbing a harmless substring costs nothing, a leak does.
-    """
-    found: list[str] = []
-    # userinfo up to the first and up to the last '@' (urlsplit rejects some odd URIs)
-    found += re.findall(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:([^@]*)@", pg_uri)
-    found += re.findall(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:(.*)@", pg_uri)
-    # ?password=... in a URI, password=... in a key=value DSN (raw and quoted forms)
-    found += re.findall(r"[?&]s?s?l?password=([^&#]*)", pg_uri)
-    found += re.findall(r"(?:^|\s)(?:ssl)?password\s*=\s*'((?:[^'\\]|\\.)*)'", pg_uri)
-    found += re.findall(r"(?:^|\s)(?:ssl)?password\s*=\s*([^'\s]\S*)", pg_uri)
-    with contextlib.suppress(ValueError):
-        found += [v for k, v in parse_qsl(urlsplit(pg_uri).query) if k in ("password", "sslpassword")]
-    found += [unquote(s) for s in found] + [re.sub(r"\\(.)", r"\1", s) for s in found]
-    return sorted({s for s in found if s}, key=len, reverse=True)
-
-
-def scrub(text: str, pg_uri: str) -> str:
-    """``text`` with the URI redacted and any password removed."""
-    if pg_uri:
-        text = text.replace(pg_uri, redact_uri(pg_uri))
-        for hidden in _secrets(pg_uri):
-            # A secret made of '*' would survive "***": use another marker then.
-            text = text.replace(hidden, "<hidden>" if hidden in "***" else "***")
-    return text
 
 
 # -- the ledger ------------------------------------------------------------------------------
@@ -848,7 +819,7 @@ class _Loader:
                     "could not drop %s.%s, left over by a crashed load: %s",
                     n.schema,
                     name,
-                    scrub(_driver_text(exc), self.pg_uri),
+                    redact(_driver_text(exc), pg_uri=self.pg_uri),
                 )
             finally:  # session-level advisory locks survive a rollback: release it
                 self._query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", (key,))
@@ -953,5 +924,5 @@ class _Loader:
                 self.names.schema,
                 self.names.staging,
                 self.as_of,
-                scrub(_driver_text(exc), self.pg_uri),
+                redact(_driver_text(exc), pg_uri=self.pg_uri),
             )

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastclv.config import redact_uri
 from fastclv.errors import ConfigError, FastclvError, InputError, TerminalError, TransientError
+from fastclv.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,6 @@ _ALIASES: dict[str, dict[str, str]] = {
         "allow_http": "azure_allow_http",
     },
 }
-#: An option whose key contains one of these words holds (or may hold) a secret.
-_SECRET_WORDS = ("secret", "key", "token", "password", "sas", "credential", "signature")
 
 
 # --------------------------------------------------------------------------- locations
@@ -172,29 +170,6 @@ def resolved_options(
         name = key.lower()
         options[aliases.get(name, name)] = str(value)
     return options
-
-
-def secret_values(
-    storage_options: Mapping[str, str] | None, env: Mapping[str, str] | None = None
-) -> list[str]:
-    """Every option value (explicit or from the environment) that may be a secret."""
-    source = os.environ if env is None else env
-    found = [str(v) for k, v in (storage_options or {}).items() if _is_secret_key(k)]
-    for variables in ENV_OPTIONS.values():
-        found += [source[name] for name in variables if _is_secret_key(name) and source.get(name)]
-    return sorted({v for v in found if len(v) >= 4}, key=len, reverse=True)
-
-
-def _is_secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith(("_id", "_name"))
-
-
-def scrub(text: str, storage_options: Mapping[str, str] | None) -> str:
-    """``text`` without any secret option value."""
-    for secret in secret_values(storage_options):
-        text = text.replace(secret, "***")
-    return text
 
 
 def _truthy(value: str | None) -> bool:
@@ -353,7 +328,7 @@ def describe(exc: BaseException, storage_options: Mapping[str, str] | None = Non
         detail = re.sub(r"\s*\(path: [^)]*\)", "", detail).strip()  # Polars' own, not always the object's
         if len(lines) > 1 and any("refused" in line.lower() for line in lines[1:]):
             detail += " (connection refused)"
-    detail = scrub(detail[:400], storage_options).rstrip(" .:")
+    detail = redact(detail[:400], storage_options=storage_options).rstrip(" .:")
     if _NO_BUCKET.search(text):
         kind = "no_bucket"
     elif isinstance(exc, PermissionError) or _DENIED.search(text):
@@ -390,7 +365,7 @@ def storage_error(
     Missing object -> ``missing`` (InputError by default); absent bucket or denied access ->
     ConfigError; an unreachable store or any other failure -> TransientError (retry).
     """
-    shown = redact_uri(location) if "@" in location else location
+    shown = redact(location) if "@" in location else location
     problem = describe(exc, storage_options)
     if problem.kind == "no_bucket":
         bucket = fs_path(location).split("/", 1)[0]
@@ -422,7 +397,7 @@ def input_error(
     A missing object, an absent bucket or refused credentials are InputErrors (terminal: the
     input location or its credentials are wrong); an unreachable store is a TransientError.
     """
-    shown = redact_uri(source) if "@" in source else source
+    shown = redact(source) if "@" in source else source
     problem = describe(exc, storage_options)
     if problem.kind == "unreachable":
         return TransientError(

@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from fastclv import load, localpg
 from fastclv.contract import OUTPUT_SCHEMA, output_arrow_schema
 from fastclv.errors import ConfigError, FastclvError, LoadError, TransientError
+from fastclv.secrets import redact
 
 D = date(2025, 1, 31)
 D1 = D + timedelta(days=1)
@@ -564,7 +565,7 @@ def test_scrubbing_removes_any_password_in_any_echoed_form(password: str, noise:
     encoded = quote(password, safe="")
     uri = f"postgresql://app:{encoded}@db.example:5432/crm?sslmode=require"
     echoed = f"{noise} failed for {uri}: password {password!s} / {encoded} {noise}"
-    scrubbed = load.scrub(echoed, uri)
+    scrubbed = redact(echoed, pg_uri=uri)
     assert password not in scrubbed
     assert encoded not in scrubbed
 

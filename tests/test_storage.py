@@ -29,6 +29,7 @@ from psycopg import sql
 from fastclv import load, pipeline, stage, storage
 from fastclv.config import Settings, parse_option_pairs, parse_storage_options
 from fastclv.errors import ConfigError, FastclvError, InputError, VerificationError
+from fastclv.secrets import redact
 
 AS_OF = date(2025, 12, 31)
 D = AS_OF.isoformat()
@@ -408,4 +409,4 @@ def test_storage_error_messages_never_show_a_secret() -> None:
     assert isinstance(error, FastclvError)
     assert secret not in str(error)
     assert "s3://b/k" in str(error)
-    assert storage.scrub(f"x {secret} y", options) == "x *** y"
+    assert redact(f"x {secret} y", storage_options=options) == "x *** y"
