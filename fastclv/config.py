@@ -42,6 +42,30 @@ def yesterday_utc() -> date:
     return datetime.now(UTC).date() - timedelta(days=1)
 
 
+def as_of_for_run(
+    *,
+    logical_date: datetime | None,
+    data_interval_end: datetime | None,
+    run_after: datetime,
+    override: str | None = None,
+) -> date:
+    """The as-of date D of a scheduled run: the last whole UTC day before the end of its data.
+
+    The end of a run's data is its data interval's end, else its logical date, else (a manual
+    run without a logical date) the time it was queued for. With a cron trigger timetable the
+    interval is the instant the run was due, so the run due at 2026-01-01 00:05 UTC covers
+    2025-12-31 (contract section 3). ``override`` (an explicit date) wins.
+
+    >>> as_of_for_run(logical_date=None, data_interval_end=None,
+    ...               run_after=datetime(2026, 1, 1, 0, 5, tzinfo=UTC))
+    datetime.date(2025, 12, 31)
+    """
+    if override:
+        return parse_date(override)
+    end = data_interval_end or logical_date or run_after
+    return end.astimezone(UTC).date() - timedelta(days=1)
+
+
 def check_identifier(name: str, what: str) -> str:
     """Return ``name`` if it is a plain SQL identifier, else raise a ConfigError."""
     if not IDENTIFIER.match(name):

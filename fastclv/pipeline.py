@@ -212,7 +212,16 @@ def run_stage(
     the extract's counts and the transform's model). A stage that is off returns ``{}``. The
     extract's result has the reject rate of every file and, when one is above
     ``settings.reject_rate_threshold``, a ``warning`` (the run goes on).
+
+    ``"begin"`` (:func:`begin`, for a scheduler) returns the run's settings without secrets
+    (:meth:`Settings.public`, with the new run id) and when it started, for the other tasks
+    and :func:`finish_stages`.
     """
+    if name == "begin":
+        summary = begin(settings, area=area)
+        log.info("begin: run %s for as-of %s", summary.run_id, settings.as_of)
+        public = settings.replace(run_id=summary.run_id).public()
+        return {"settings": public, "started_at": summary.started_at.isoformat()}
     if not stage_enabled(name, settings):
         log.info("%s: off", name)
         return {}
@@ -491,23 +500,30 @@ def finish_stages(
     settings: Settings,
     results: Mapping[str, Mapping[str, Any]],
     *,
-    started_at: datetime | None = None,
+    failed: str | None = None,
     error: Mapping[str, Any] | None = None,
 ) -> RunSummary:
     """End a run whose stages ran apart (a scheduler's tasks): its summary, then :func:`finish`.
 
-    ``results`` maps each stage that succeeded to its :func:`run_stage` result; ``error`` is the
-    failed stage's :func:`describe_error` (None when every stage succeeded). ``settings.run_id``
-    is the run's id from :func:`begin` (a new one when begin never ran).
+    ``results`` maps each stage that succeeded, ``"begin"`` included, to its :func:`run_stage`
+    result. ``failed`` names the stage that failed (None: every stage succeeded) and ``error``
+    is what it recorded (:func:`describe_error`; None if it could not, e.g. killed).
+    ``settings.run_id`` is the run's id from begin (a new one if begin never ran).
     """
-    summary = _new_summary(settings, started_at)
+    if failed is not None and not error:
+        error = {
+            "error": f"stage {failed} ended without recording an error (killed, timed out or out of "
+            "memory?). Hint: read that task's log."
+        }
+    started = (results.get("begin") or {}).get("started_at")
+    summary = _new_summary(settings, datetime.fromisoformat(started) if started else None)
     for name in STAGES:
         record_stage(summary, name, results.get(name) or {})
     summary.timings["total"] = round((datetime.now(UTC) - summary.started_at).total_seconds(), 3)
-    if error is None:
+    if failed is None:
         summary.status = "succeeded"
     else:
-        _failed(summary, error)
+        _failed(summary, error or {})
     finish(settings.replace(run_id=summary.run_id), summary)
     return summary
 

@@ -18,7 +18,6 @@ the environment. Error messages name the location, never a secret (:func:`storag
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -550,80 +549,3 @@ def arrow_dataset(location: str, storage_options: Mapping[str, str] | None) -> A
         return ds.dataset(path, filesystem=filesystem_, format="parquet")
     except OSError as exc:
         raise storage_error(exc, location, "opening", storage_options) from None
-
-
-# --------------------------------------------------------------------------- Airflow-style connections
-
-
-#: Extras of an Airflow connection that name a storage option under another name.
-_CONNECTION_EXTRAS = {
-    "region_name": "aws_region",
-    "endpoint_url": "aws_endpoint_url",
-    "aws_session_token": "aws_session_token",
-    "key_path": "google_service_account",
-    "extra__google_cloud_platform__key_path": "google_service_account",
-    "keyfile_dict": "google_service_account_key",
-    "extra__google_cloud_platform__keyfile_dict": "google_service_account_key",
-    "account_name": "azure_storage_account_name",
-    "sas_token": "azure_storage_sas_token",
-    "tenant_id": "azure_storage_tenant_id",
-    "client_id": "azure_storage_client_id",
-    "client_secret": "azure_storage_client_secret",
-}
-_OPTION_PREFIXES = ("aws_", "google_", "azure_")
-
-
-def options_from_connection(
-    conn_type: str | None,
-    login: str | None,
-    password: str | None,
-    extras: Mapping[str, Any],
-) -> tuple[dict[str, str], list[str]]:
-    """Storage options from an Airflow-style connection; also the extras that were ignored.
-
-    ``aws``: login/password are the access key id and secret; extras ``region_name``,
-    ``endpoint_url``, ``aws_session_token``. ``google_cloud_platform``: extras ``key_path`` /
-    ``keyfile_dict``. ``wasb`` / ``azure*``: login/password are the account name and key.
-    Extras already named like storage options (``aws_*``, ``google_*``, ``azure_*``) pass
-    through; anything else is ignored (and listed, by name only).
-
-    >>> options_from_connection("aws", "AKID", "s3cret", {"region_name": "eu-west-1", "cursor": 1})
-    ({'aws_access_key_id': 'AKID', 'aws_secret_access_key': 's3cret', 'aws_region': 'eu-west-1'}, ['cursor'])
-    """
-    kind = (conn_type or "").lower()
-    names: tuple[str, str] | None = None
-    if kind in ("aws", "s3"):
-        names = ("aws_access_key_id", "aws_secret_access_key")
-    elif kind.startswith(("wasb", "azure", "adls")):
-        names = ("azure_storage_account_name", "azure_storage_account_key")
-    options: dict[str, str] = {}
-    if names is not None:
-        options.update({name: value for name, value in zip(names, (login, password), strict=True) if value})
-    from_extras, ignored = _options_from_extras(extras)
-    options.update(from_extras)
-    if options.get("aws_endpoint_url", "").startswith("http://"):
-        options.setdefault("aws_allow_http", "true")
-    return options, ignored
-
-
-def _options_from_extras(extras: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
-    options: dict[str, str] = {}
-    ignored: list[str] = []
-    for key, value in extras.items():
-        if key in ("keyfile_dict", "extra__google_cloud_platform__keyfile_dict") and isinstance(
-            value, Mapping
-        ):
-            options["google_service_account_key"] = json.dumps(dict(value))
-        elif value is None or isinstance(value, Mapping | list):
-            ignored.append(key)
-        elif key in _CONNECTION_EXTRAS:
-            options[_CONNECTION_EXTRAS[key]] = _text(value)
-        elif key.lower().startswith(_OPTION_PREFIXES):
-            options[key.lower()] = _text(value)
-        else:
-            ignored.append(key)
-    return options, sorted(ignored)
-
-
-def _text(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -352,38 +352,6 @@ def test_environment_and_aliases_resolve_to_pyarrow_arguments() -> None:
     assert storage.resolved_options("/local/folder", {"a": "b"}) == {}
 
 
-def test_airflow_style_connections_become_storage_options() -> None:
-    aws, ignored = storage.options_from_connection(
-        "aws",
-        "AKID",
-        "s3cret",
-        {
-            "region_name": "eu-west-1",
-            "endpoint_url": "http://minio:9000",
-            "config_kwargs": {},
-            "verify": False,
-        },
-    )
-    assert aws == {
-        "aws_access_key_id": "AKID",
-        "aws_secret_access_key": "s3cret",
-        "aws_region": "eu-west-1",
-        "aws_endpoint_url": "http://minio:9000",
-        "aws_allow_http": "true",
-    }
-    assert ignored == ["config_kwargs", "verify"]
-    azure, _ = storage.options_from_connection("wasb", "acct", "key==", {"azure_storage_use_emulator": True})
-    assert azure == {
-        "azure_storage_account_name": "acct",
-        "azure_storage_account_key": "key==",
-        "azure_storage_use_emulator": "true",
-    }
-    gcs, _ = storage.options_from_connection(
-        "google_cloud_platform", None, None, {"key_path": "/keys/sa.json"}
-    )
-    assert gcs == {"google_service_account": "/keys/sa.json"}
-
-
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
