@@ -88,7 +88,9 @@ class Settings:
     input: str = field(
         metadata=_doc("Folder or object-storage prefix (s3://, gs://, az://, file://) holding the CSVs.")
     )
-    staging: str = field(metadata=_doc("Staging root: each run writes under <staging>/<as-of>/."))
+    staging: str = field(
+        metadata=_doc("Staging root: each run writes in its as-of date's folder (YYYY-MM-DD) in it.")
+    )
     as_of: date = field(
         default_factory=yesterday_utc,
         metadata=_doc("The run's as-of date D, YYYY-MM-DD (default: yesterday, UTC; in Airflow: the run's)."),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import fields
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +82,11 @@ def test_the_public_api_imports_from_the_package_without_loading_polars() -> Non
     assert callable(run)
     assert RunSummary.__module__ == "fastclv.pipeline"
     assert issubclass(FastclvError, Exception)
+
+
+def test_the_readme_table_lists_every_setting_as_settings_documents_it() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| `(FASTCLV_\w+)` \|.*\| ([^|]+) \|$", readme, re.MULTILINE)
+    assert [name for name, *_ in rows] == [f.name for f in fields(Settings)]
+    for name, variable, meaning in rows:
+        assert (variable, meaning.strip()) == (Settings.env_name(name), Settings.doc(name))
