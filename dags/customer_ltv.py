@@ -122,8 +122,10 @@ def _settings(public: Mapping[str, Any]) -> Settings:
     if (conn := _connection(STORAGE_CONN_ID)) is not None:
         options.update(storage_options_from_connection(conn)[0])
     if (pg := _connection(CONN_ID)) is None:
-        raise fastclv.ConfigError(f"Airflow connection {CONN_ID!r} is not defined. Hint: add it in the UI "
-                                  f"or set AIRFLOW_CONN_{CONN_ID.upper()}=postgresql://USER:PW@HOST:5432/DB.")
+        raise fastclv.ConfigError(
+            f"Airflow connection {CONN_ID!r} is not defined. Hint: add it in the UI "
+            f"or set AIRFLOW_CONN_{CONN_ID.upper()}=postgresql://USER:PW@HOST:5432/DB."
+        )
     return Settings.from_public(public, pg_uri=pg_uri_from_connection(pg), storage_options=options or None)
 
 
@@ -225,6 +227,7 @@ alert_on_failure = WebhookNotifier()
 )
 def customer_ltv() -> None:
     """The fastclv pipeline for one as-of date."""
+
     @task
     def begin() -> dict[str, Any]:
         """Resolve the run's settings, prepare its folder, record it as 'running'."""
