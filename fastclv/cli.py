@@ -21,14 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fastclv.config import (
-    Settings,
-    parse_date,
-    parse_option_pairs,
-    redact_uri,
-    storage_options_from_env,
-)
+from fastclv.config import Settings, parse_date, parse_option_pairs, storage_options_from_env
 from fastclv.errors import ConfigError, FastclvError
+from fastclv.secrets import redact
 
 app = typer.Typer(
     add_completion=False,
@@ -138,10 +133,15 @@ def run(
     pg_schema: Annotated[
         str | None, typer.Option("--schema", help="PostgreSQL schema [default: public].")
     ] = None,
-    load: Annotated[bool, typer.Option("--load/--no-load", help="Load into PostgreSQL.")] = True,
+    load: Annotated[
+        bool | None, typer.Option("--load/--no-load", help="Load into PostgreSQL [env FASTCLV_LOAD].")
+    ] = None,
     verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Cross-check with DuckDB before loading.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify", help="Cross-check with DuckDB before loading [env FASTCLV_VERIFY]."
+        ),
+    ] = None,
     delimiter: Annotated[str | None, typer.Option(help="CSV delimiter [default: ,].")] = None,
     horizon_months: Annotated[
         int | None, typer.Option(help="CLV horizon in months of 30 days [default: 12].")
@@ -152,6 +152,10 @@ def run(
     ] = None,
     penalizer: Annotated[
         float | None, typer.Option(help="L2 penalty on model parameters [default: 0].")
+    ] = None,
+    reject_rate_threshold: Annotated[
+        float | None,
+        typer.Option(help="Warn when a file's rejected/read is above this [default: 0.05]."),
     ] = None,
     lock_timeout: Annotated[
         float | None,
@@ -179,6 +183,7 @@ def run(
             margin=margin,
             discount_rate=discount_rate,
             penalizer=penalizer,
+            reject_rate_threshold=reject_rate_threshold,
             lock_timeout_s=lock_timeout,
             run_id=run_id,
             storage_options=parse_option_pairs(storage_option),
@@ -339,7 +344,7 @@ def pg_status(
     if server is None:
         err.print("not running")
         raise typer.Exit(1)
-    out.print(redact_uri(server.uri), highlight=False)
+    out.print(redact(server.uri), highlight=False)
 
 
 @app.command()

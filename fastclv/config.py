@@ -1,26 +1,35 @@
-"""One frozen, typed Settings object: environment variables, CLI flags and Airflow all fill it.
+"""One frozen, typed Settings object: CLI flags, ``FASTCLV_*`` variables and Airflow all fill it.
 
-Nothing here reads the environment at import time; :meth:`Settings.from_env` does it on
-demand. The PostgreSQL URI may hold a password: :func:`redact_uri` is the only form that
-may reach a log line, an exception message or the run ledger.
+Every setting is a field of :class:`Settings`, documented once (its ``doc``); its variable is
+``FASTCLV_`` + the field's name in capitals, read and converted by :meth:`Settings.from_env`
+according to the field's type. Nothing here reads the environment at import time.
+
+Two fields hold secrets (``pg_uri``, ``storage_options``): they are left out of the repr and of
+:meth:`Settings.public` (what a scheduler passes between tasks), and
+:func:`fastclv.secrets.redact` hides them in any text.
+
+Why not pydantic-settings: measured here, importing it and declaring one settings class costs
+about 0.5 s at every start of the command line (whose own imports take 0.2 s), plus five
+runtime packages; what is needed (a variable per field, typed conversion, secrets kept out of
+sight) takes a few lines on a dataclass.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 from fastclv.errors import ConfigError
+from fastclv.secrets import redact, split_uri
 
 #: Plain SQL identifiers only: we quote them anyway, but refuse anything surprising.
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-#: libpq URI query parameters that may carry a secret.
-_SECRET_PARAMS = frozenset({"password", "sslpassword", "passfile", "sslkey"})
 
 ENV_PREFIX = "FASTCLV_"
 #: The staging root when none is given (``--staging``, ``FASTCLV_STAGING``): one default for
@@ -33,69 +42,28 @@ def yesterday_utc() -> date:
     return datetime.now(UTC).date() - timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class UriParts:
-    """A libpq URI cut as libpq reads it, forgiving of unencoded ``#``, ``?`` and ``/``."""
+def as_of_for_run(
+    *,
+    logical_date: datetime | None,
+    data_interval_end: datetime | None,
+    run_after: datetime,
+    override: str | None = None,
+) -> date:
+    """The as-of date D of a scheduled run: the last whole UTC day before the end of its data.
 
-    scheme: str
-    #: ``user`` or ``user:password`` (None when the URI names no user).
-    userinfo: str | None
-    #: ``host[:port][,host2...]`` (may be empty: a local socket).
-    hosts: str
-    #: The path after the hosts (None when the URI has none).
-    database: str | None
-    query: str
+    The end of a run's data is its data interval's end, else its logical date, else (a manual
+    run without a logical date) the time it was queued for. With a cron trigger timetable the
+    interval is the instant the run was due, so the run due at 2026-01-01 00:05 UTC covers
+    2025-12-31 (contract section 3). ``override`` (an explicit date) wins.
 
-
-def split_uri(uri: str) -> UriParts | None:
-    """Cut ``scheme://[userinfo@]hosts[/database][?query]``; None when ``uri`` is no URI.
-
-    The user part ends at the *last* ``@``, so a password holding ``#``, ``?`` or ``/`` (which
-    a URI parser would take for a fragment, query or path) never leaks into the host part.
-
-    >>> split_uri("postgresql://app:Le#k?@db:5432/crm?sslmode=require").userinfo
-    'app:Le#k?'
+    >>> as_of_for_run(logical_date=None, data_interval_end=None,
+    ...               run_after=datetime(2026, 1, 1, 0, 5, tzinfo=UTC))
+    datetime.date(2025, 12, 31)
     """
-    scheme, sep, rest = uri.partition("://")
-    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
-        return None
-    userinfo, at, rest = rest.rpartition("@")
-    cut = re.fullmatch(r"([^/?]*)(?:/([^?]*))?(?:\?(.*))?", rest, re.DOTALL)
-    assert cut is not None  # every string matches
-    hosts, database, query = cut.group(1), cut.group(2), cut.group(3) or ""
-    return UriParts(scheme, userinfo if at else None, hosts, database, query)
-
-
-#: ``password = value`` in a libpq keyword/value string (quoted or not) or a URI query.
-_CONNINFO_SECRET = re.compile(
-    r"\b(" + "|".join(sorted(_SECRET_PARAMS)) + r")(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)"
-)
-
-
-def redact_uri(uri: str | None) -> str:
-    """Return ``uri`` with any password replaced by ``***`` (safe to log).
-
-    Takes libpq URIs and keyword/value strings alike.
-
-    >>> redact_uri("postgresql://app:s3cret@db:5432/crm?sslmode=require")
-    'postgresql://app:***@db:5432/crm?sslmode=require'
-    >>> redact_uri("postgresql://app:Leak#6x@host/db")
-    'postgresql://app:***@host/db'
-    >>> redact_uri("host=db user=app password='a b'")
-    'host=db user=app password=***'
-    """
-    if not uri:
-        return ""
-    parts = split_uri(uri)
-    if parts is None:
-        return _CONNINFO_SECRET.sub(r"\1\2***", uri)
-    user = ""
-    if parts.userinfo is not None:
-        name, colon, _password = parts.userinfo.partition(":")
-        user = f"{name}:***@" if colon else f"{name}@"
-    rest = parts.hosts + (f"/{parts.database}" if parts.database is not None else "")
-    query = _CONNINFO_SECRET.sub(r"\1\2***", parts.query)
-    return f"{parts.scheme}://{user}{rest}" + (f"?{query}" if query else "")
+    if override:
+        return parse_date(override)
+    end = data_interval_end or logical_date or run_after
+    return end.astimezone(UTC).date() - timedelta(days=1)
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -108,56 +76,79 @@ def check_identifier(name: str, what: str) -> str:
     return name
 
 
+def _doc(text: str, *, secret: bool = False) -> dict[str, Any]:
+    """A field's metadata: its one documentation and whether it holds a secret."""
+    return {"doc": text, "secret": secret}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything one run needs. Build it with :meth:`from_env` or directly."""
 
-    #: Folder or object-storage prefix (s3://, gs://, az://, file://) holding the three CSVs.
-    input: str
-    #: Staging root: each run writes under ``<staging>/<as_of>/``.
-    staging: str
-    #: The run's as-of date D (contract section 3); default yesterday in UTC.
-    as_of: date = field(default_factory=yesterday_utc)
-    #: CSV delimiter (one character).
-    delimiter: str = ","
-    #: libpq URI of the target PostgreSQL; None means no load target configured.
-    pg_uri: str | None = field(default=None, repr=False)
-    #: PostgreSQL schema holding the tables.
-    pg_schema: str = "public"
-    #: Output table name.
-    table: str = "customer_ltv"
-    #: Run ledger table name.
-    runs_table: str = "customer_ltv_runs"
-    #: Seconds the partition swap waits for locks before failing (retryable).
-    lock_timeout_s: float = 10.0
-    #: Load into PostgreSQL (False: stage only).
-    load: bool = True
-    #: Run the DuckDB cross-check before loading.
-    verify: bool = True
-    #: Predictive horizon in months of 30 days.
-    horizon_months: int = 12
-    #: Profit margin applied to expected spend.
-    margin: float = 1.0
-    #: Monthly discount rate.
-    discount_rate: float = 0.01
-    #: L2 penalty on the model parameters (0 = plain maximum likelihood).
-    penalizer: float = 0.0
-    #: Options for object storage, with object_store's key names (``aws_endpoint_url``,
-    #: ``aws_region``, ``azure_storage_account_name``, ...); may hold secrets. In
-    #: :meth:`from_env` given ones are merged over FASTCLV_STORAGE_OPTIONS (a JSON object);
-    #: both win over the standard variables (AWS_ENDPOINT_URL, ...; see :mod:`fastclv.storage`).
-    storage_options: Mapping[str, str] | None = field(default=None, repr=False)
-    #: StatsD server ``host[:port]`` (default port 8125) for run metrics; None: log line only.
-    statsd_host: str | None = None
-    #: Prefix of every StatsD metric name (``fastclv.rows.read.orders``).
-    statsd_prefix: str = "fastclv"
-    #: Memory DuckDB may use in the cross-check before it spills to the run's work folder
-    #: (a DuckDB size such as "1GB"; empty = DuckDB's default, 80% of the machine's memory).
-    #: Off by default: the cross-check is not the run's peak (extract and transform are), and
-    #: at 1M customers "1GB" costs it a third more time (8 -> 11 s) for 1.6 -> 1.2 GB.
-    duckdb_memory_limit: str = ""
-    #: Identifier of this run (default: generated by the pipeline).
-    run_id: str | None = None
+    input: str = field(
+        metadata=_doc("Folder or object-storage prefix (s3://, gs://, az://, file://) holding the CSVs.")
+    )
+    staging: str = field(
+        metadata=_doc("Staging root: each run writes in its as-of date's folder (YYYY-MM-DD) in it.")
+    )
+    as_of: date = field(
+        default_factory=yesterday_utc,
+        metadata=_doc("The run's as-of date D, YYYY-MM-DD (default: yesterday, UTC; in Airflow: the run's)."),
+    )
+    delimiter: str = field(default=",", metadata=_doc("CSV delimiter (one character)."))
+    pg_uri: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_doc(
+            "libpq URI (or key=value string) of the target PostgreSQL; none: no load target "
+            "(in Airflow: the connection fastclv_postgres).",
+            secret=True,
+        ),
+    )
+    pg_schema: str = field(default="public", metadata=_doc("PostgreSQL schema holding the tables."))
+    table: str = field(default="customer_ltv", metadata=_doc("Output table name."))
+    runs_table: str = field(default="customer_ltv_runs", metadata=_doc("Run ledger table name."))
+    lock_timeout_s: float = field(
+        default=10.0, metadata=_doc("Seconds the partition swap waits for locks before failing (retryable).")
+    )
+    load: bool = field(default=True, metadata=_doc("Load into PostgreSQL (false: stage only)."))
+    verify: bool = field(default=True, metadata=_doc("Run the DuckDB cross-check before loading."))
+    horizon_months: int = field(default=12, metadata=_doc("Predictive horizon in months of 30 days."))
+    margin: float = field(default=1.0, metadata=_doc("Profit margin applied to expected spend."))
+    discount_rate: float = field(default=0.01, metadata=_doc("Monthly discount rate."))
+    penalizer: float = field(
+        default=0.0, metadata=_doc("L2 penalty on the model parameters (0: plain maximum likelihood).")
+    )
+    reject_rate_threshold: float = field(
+        default=0.05,
+        metadata=_doc("Warn (log, and an alert in Airflow) when a file's rejected/read is above this."),
+    )
+    storage_options: Mapping[str, str] | None = field(
+        default=None,
+        repr=False,
+        metadata=_doc(
+            "Object-storage options with object_store's key names (aws_endpoint_url, aws_region, "
+            "azure_storage_account_name, ...), a JSON object; given ones are merged over "
+            "FASTCLV_STORAGE_OPTIONS, and both win over the standard variables (AWS_ENDPOINT_URL, ...).",
+            secret=True,
+        ),
+    )
+    statsd_host: str | None = field(
+        default=None, metadata=_doc("StatsD host[:port] (default port 8125) for run metrics; none: log only.")
+    )
+    statsd_prefix: str = field(
+        default="fastclv", metadata=_doc("Prefix of every StatsD metric name (fastclv.rows.read.orders).")
+    )
+    # Off by default: the cross-check is not the run's peak (extract and transform are), and at
+    # 1M customers "1GB" costs it a third more time (8 -> 11 s) for 1.6 -> 1.2 GB.
+    duckdb_memory_limit: str = field(
+        default="",
+        metadata=_doc(
+            "Memory DuckDB may use in the cross-check before it spills to the run's work folder "
+            "(a DuckDB size such as 1GB; empty: DuckDB's default, 80% of the memory)."
+        ),
+    )
+    run_id: str | None = field(default=None, metadata=_doc("Identifier of this run (default: generated)."))
 
     def __post_init__(self) -> None:
         if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
@@ -179,9 +170,11 @@ class Settings:
             raise ConfigError("margin and penalizer must be >= 0.")
         if self.lock_timeout_s <= 0:
             raise ConfigError(f"lock_timeout_s must be > 0, got {self.lock_timeout_s}.")
+        if not 0 <= self.reject_rate_threshold <= 1:
+            raise ConfigError(f"reject_rate_threshold must be in [0, 1], got {self.reject_rate_threshold}.")
         if self.pg_uri and split_uri(self.pg_uri) is None and "=" not in self.pg_uri:
             raise ConfigError(
-                f"the PostgreSQL URI {redact_uri(self.pg_uri)!r} is neither a libpq URI nor key=value "
+                f"the PostgreSQL URI {redact(self.pg_uri)!r} is neither a libpq URI nor key=value "
                 "settings. Hint: write postgresql://USER:PASSWORD@HOST:5432/DATABASE "
                 "(or host=HOST port=5432 dbname=DATABASE user=USER)."
             )
@@ -195,53 +188,64 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
-        return f"Settings({shown}, pg_uri={redact_uri(self.pg_uri)!r})"
+        return f"Settings({shown}, pg_uri={redact(self.pg_uri)!r})"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
+    @staticmethod
+    def doc(name: str) -> str:
+        """The documentation of the field ``name`` (the one place it is written)."""
+        return str(_FIELDS[name].metadata["doc"])
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        """The environment variable of the field ``name``: ``FASTCLV_`` + NAME."""
+        return ENV_PREFIX + name.upper()
+
+    @staticmethod
+    def secret_fields() -> frozenset[str]:
+        """The fields that may hold secrets (never logged, never passed between tasks)."""
+        return frozenset(name for name, f in _FIELDS.items() if f.metadata["secret"])
+
+    def public(self) -> dict[str, Any]:
+        """Every field but the secret ones, JSON-ready (what a scheduler passes between tasks).
+
+        >>> Settings(input="in", staging="s", as_of=date(2025, 12, 31), pg_uri="x=y").public()["as_of"]
+        '2025-12-31'
+        """
+        secret = self.secret_fields()
+        values = {name: getattr(self, name) for name in _FIELDS if name not in secret}
+        return {name: v.isoformat() if isinstance(v, date) else v for name, v in values.items()}
+
+    @classmethod
+    def from_public(cls, data: Mapping[str, Any], **secrets: Any) -> Settings:
+        """Settings again from :meth:`public`'s dict, plus the secret fields given here."""
+        values = {**data, **secrets}
+        if isinstance(values.get("as_of"), str):
+            values["as_of"] = parse_date(values["as_of"])
+        return cls(**values)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from ``FASTCLV_*`` environment variables, then ``overrides`` (non-None win).
+        """Settings from the ``FASTCLV_*`` variables, then ``overrides`` (the non-None ones win).
 
-        Variables: FASTCLV_INPUT, FASTCLV_STAGING, FASTCLV_AS_OF, FASTCLV_DELIMITER,
-        FASTCLV_PG_URI, FASTCLV_PG_SCHEMA, FASTCLV_TABLE, FASTCLV_RUNS_TABLE,
-        FASTCLV_LOCK_TIMEOUT_S, FASTCLV_HORIZON_MONTHS, FASTCLV_MARGIN,
-        FASTCLV_DISCOUNT_RATE, FASTCLV_PENALIZER, FASTCLV_STORAGE_OPTIONS (a JSON object;
-        ``storage_options`` given here are merged over it), FASTCLV_STATSD_HOST,
-        FASTCLV_STATSD_PREFIX, FASTCLV_DUCKDB_MEMORY_LIMIT.
+        Every field has its variable, ``FASTCLV_`` + its name in capitals (FASTCLV_INPUT,
+        FASTCLV_PG_URI, FASTCLV_HORIZON_MONTHS, ...), converted by the field's type: numbers,
+        ``YYYY-MM-DD`` dates, booleans (true/false, 1/0, yes/no, on/off) and, for
+        FASTCLV_STORAGE_OPTIONS, a JSON object (``storage_options`` given here are merged over it).
         """
         source = os.environ if env is None else env
-        converters: dict[str, Any] = {
-            "input": str,
-            "staging": str,
-            "as_of": parse_date,
-            "delimiter": str,
-            "pg_uri": str,
-            "pg_schema": str,
-            "table": str,
-            "runs_table": str,
-            "lock_timeout_s": float,
-            "horizon_months": int,
-            "margin": float,
-            "discount_rate": float,
-            "penalizer": float,
-            "storage_options": parse_storage_options,
-            "statsd_host": str,
-            "statsd_prefix": str,
-            "duckdb_memory_limit": str,
-        }
         values: dict[str, Any] = {}
-        for name, convert in converters.items():
-            raw = source.get(ENV_PREFIX + name.upper())
+        for name in _FIELDS:
+            variable = cls.env_name(name)
+            raw = source.get(variable)
             if raw not in (None, ""):
                 try:
-                    values[name] = convert(raw)
+                    values[name] = _parser(name)(raw)
                 except (ValueError, ConfigError) as exc:
-                    raise ConfigError(
-                        f"environment variable {ENV_PREFIX + name.upper()} is invalid: {exc}"
-                    ) from None
+                    raise ConfigError(f"environment variable {variable} is invalid: {exc}") from None
         given = overrides.get("storage_options")
         if given is not None and values.get("storage_options"):
             overrides = {**overrides, "storage_options": {**values["storage_options"], **given}}
@@ -250,6 +254,37 @@ class Settings:
             raise ConfigError(f"no input location given. Hint: pass --input or set {ENV_PREFIX}INPUT.")
         values.setdefault("staging", DEFAULT_STAGING)
         return cls(**values)
+
+
+#: The fields of Settings by name.
+_FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(Settings)}
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no, on/off, any case) -> bool."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{text!r} is not a boolean. Hint: use true or false.")
+
+
+@functools.cache
+def _parser(name: str) -> Callable[[str], Any]:
+    """How the variable of the field ``name`` is read, from the field's type."""
+    hint = get_type_hints(Settings)[name]
+    kinds = [a for a in get_args(hint) if a is not type(None)] or [hint]  # X | None -> X
+    kind = get_origin(kinds[0]) or kinds[0]
+    parsers: dict[Any, Callable[[str], Any]] = {
+        str: str,
+        int: int,
+        float: float,
+        bool: parse_bool,
+        date: parse_date,
+        Mapping: parse_storage_options,
+    }
+    return parsers[kind]
 
 
 def parse_date(text: str) -> date:

@@ -8,16 +8,15 @@ the DDL (:mod:`fastclv.ddl`) goes through here, so that a failure is always a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import adbc_driver_postgresql.dbapi as pg
 
-from fastclv.config import redact_uri, split_uri
 from fastclv.errors import FastclvError, LoadError, TransientError
+from fastclv.secrets import redact, split_uri
 
 logger = logging.getLogger("fastclv.db")
 
@@ -109,7 +108,7 @@ def map_error(exc: pg.Error, context: str, pg_uri: str, hint: str | None = None)
     if hint is None:
         hint = _hint(sqlstate, lowered, transient)
     stop = "" if text.endswith(("?", "!")) else "."
-    message = scrub(f"{context} failed: {text}{stop} Hint: {hint}", pg_uri)
+    message = redact(f"{context} failed: {text}{stop} Hint: {hint}", pg_uri=pg_uri)
     return TransientError(message) if transient else LoadError(message)
 
 
@@ -184,32 +183,3 @@ def _hint(sqlstate: str, lowered: str, transient: bool) -> str:
         (hint for matched, hint in rules if matched),
         "read the PostgreSQL message above; the target table was left unchanged.",
     )
-
-
-def _secrets(pg_uri: str) -> list[str]:
-    """Every form in which the URI's password (or a secret parameter) could be echoed.
-
-    Generous on purpose: scrubbing a harmless substring costs nothing, a leak does.
-    """
-    found: list[str] = []
-    # userinfo up to the first and up to the last '@' (urlsplit rejects some odd URIs)
-    found += re.findall(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:([^@]*)@", pg_uri)
-    found += re.findall(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:(.*)@", pg_uri)
-    # ?password=... in a URI, password=... in a key=value DSN (raw and quoted forms)
-    found += re.findall(r"[?&]s?s?l?password=([^&#]*)", pg_uri)
-    found += re.findall(r"(?:^|\s)(?:ssl)?password\s*=\s*'((?:[^'\\]|\\.)*)'", pg_uri)
-    found += re.findall(r"(?:^|\s)(?:ssl)?password\s*=\s*([^'\s]\S*)", pg_uri)
-    with contextlib.suppress(ValueError):
-        found += [v for k, v in parse_qsl(urlsplit(pg_uri).query) if k in ("password", "sslpassword")]
-    found += [unquote(s) for s in found] + [re.sub(r"\\(.)", r"\1", s) for s in found]
-    return sorted({s for s in found if s}, key=len, reverse=True)
-
-
-def scrub(text: str, pg_uri: str) -> str:
-    """``text`` with the URI redacted and any password removed."""
-    if pg_uri:
-        text = text.replace(pg_uri, redact_uri(pg_uri))
-        for hidden in _secrets(pg_uri):
-            # A secret made of '*' would survive "***": use another marker then.
-            text = text.replace(hidden, "<hidden>" if hidden in "***" else "***")
-    return text

@@ -18,9 +18,10 @@ from typing import Any
 import adbc_driver_postgresql.dbapi as pg
 
 from fastclv.config import check_identifier
-from fastclv.db import close, connect, guard, qualified, scrub
+from fastclv.db import close, connect, guard, qualified
 from fastclv.ddl import RUN_STATUSES, ensure_tables
 from fastclv.errors import ConfigError
+from fastclv.secrets import redact
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def start_run(
         "timings = NULL, error = NULL, owner = EXCLUDED.owner"
     )
     owner = SESSION_OWNER if hold else TASK_OWNER
-    params = (run_id, as_of, _utc(started_at), scrub(input, pg_uri), owner)
+    params = (run_id, as_of, _utc(started_at), redact(input, pg_uri=pg_uri), owner)
     conn = _write_ledger(
         pg_uri, schema, runs_table, run_id, sql, params, keep=hold, before=_mark_abandoned, hold=hold
     )
@@ -156,12 +157,12 @@ def finish_run(
         None if started_at is None else _utc(started_at),
         _utc(finished_at),
         status,
-        None if input is None else scrub(input, pg_uri),
+        None if input is None else redact(input, pg_uri=pg_uri),
         _json(counts),
         output_rows,
         _json(model),
         _json(timings),
-        None if error is None else scrub(error, pg_uri),
+        None if error is None else redact(error, pg_uri=pg_uri),
     )
     _write_ledger(pg_uri, schema, runs_table, run_id, sql, params)
 

@@ -48,9 +48,10 @@ import pyarrow.parquet as pq
 
 from fastclv import storage
 from fastclv.contract import OUTPUT_PG_TYPES, OUTPUT_SCHEMA, output_arrow_schema
-from fastclv.db import close, connect, driver_text, map_error, qualified, quote, scrub
+from fastclv.db import close, connect, driver_text, map_error, qualified, quote
 from fastclv.ddl import check_names, ensure_tables, table_ddl
 from fastclv.errors import ConfigError, FastclvError, LoadError
+from fastclv.secrets import redact
 
 logger = logging.getLogger("fastclv.load")
 
@@ -417,7 +418,7 @@ class _Loader:
                     "could not drop %s.%s, left over by a crashed load: %s",
                     n.schema,
                     name,
-                    scrub(driver_text(exc), self.pg_uri),
+                    redact(driver_text(exc), pg_uri=self.pg_uri),
                 )
             finally:  # session-level advisory locks survive a rollback: release it
                 self._query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", (key,))
@@ -507,7 +508,7 @@ class _Loader:
         try:
             self._execute(f"VACUUM (ANALYZE) {target}")
         except pg.Error as exc:
-            shown = scrub(driver_text(exc), self.pg_uri)
+            shown = redact(driver_text(exc), pg_uri=self.pg_uri)
             logger.warning("could not vacuum %s (autovacuum will): %s", target, shown)
         finally:
             adbc.set_autocommit(False)
@@ -582,5 +583,5 @@ class _Loader:
                 self.names.schema,
                 self.names.staging,
                 self.as_of,
-                scrub(driver_text(exc), self.pg_uri),
+                redact(driver_text(exc), pg_uri=self.pg_uri),
             )

@@ -1,14 +1,17 @@
 """The pipeline: ``run(settings) -> RunSummary`` chains the stages and records the run.
 
-extract -> transform -> model -> verify -> load, each a library call with a typed result.
-Whatever happens, the run ends with a ``summary.json`` in its staging folder, its metrics
-(:mod:`fastclv.metrics`) and (when a database is configured) one row in the run ledger; a
-failed run leaves the target table exactly as it was.
+begin -> extract -> transform (with the model) -> verify -> load -> finish. Each stage is one
+library call with a JSON-ready result (:func:`run_stage`): :func:`run` chains them in one
+process; a scheduler runs them one task each (``dags/customer_ltv.py``) and ends with
+:func:`finish_stages`, which folds the same results into the same summary
+(:func:`record_stage`). Whatever happens, the run ends with a ``summary.json`` in its staging
+folder, its metrics (:mod:`fastclv.metrics`) and (when a database is configured) one row in
+the run ledger; a failed run leaves the target table exactly as it was.
 
-Each stage function can run in a process of its own (an Airflow task, maybe on another
-machine): it reads what it needs from the staging location through a
-:class:`~fastclv.stage.StagingArea` and publishes what it made. :func:`run` hands one area
-to every stage, so nothing is downloaded again within one process.
+Each stage can run in a process of its own (an Airflow task, maybe on another machine): it
+reads what it needs from the staging location through a :class:`~fastclv.stage.StagingArea`
+and publishes what it made. :func:`run` hands one area to every stage, so nothing is
+downloaded again within one process.
 """
 
 from __future__ import annotations
@@ -16,24 +19,30 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from fastclv import stage, storage
-from fastclv.config import Settings, redact_uri
+from fastclv import stage
+from fastclv.config import Settings
 from fastclv.errors import ConfigError, FastclvError, TerminalError, TransientError
 from fastclv.extract import extract
+from fastclv.secrets import redact
 from fastclv.transform import customer_ltv, overflowing_totals
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger(__name__)
 
 #: Called with (stage name, "start" | "done") so a CLI can show progress.
 ProgressHook = Callable[[str, str], None]
+#: The stages between begin and finish, in order.
+STAGES = ("extract", "transform", "verify", "load")
 
 
 @dataclass
@@ -78,6 +87,7 @@ def new_run_id(as_of: date) -> str:
 
 @contextmanager
 def _timed(summary: RunSummary, name: str, progress: ProgressHook | None) -> Iterator[None]:
+    """Show progress and keep the stage's time, also when it fails."""
     if progress:
         progress(name, "start")
     t0 = time.perf_counter()
@@ -87,14 +97,13 @@ def _timed(summary: RunSummary, name: str, progress: ProgressHook | None) -> Ite
         summary.timings[name] = round(time.perf_counter() - t0, 3)
         if progress:
             progress(name, "done")
-        log.info("stage %s took %.2f s", name, summary.timings[name])
 
 
 def run(settings: Settings, *, progress: ProgressHook | None = None) -> RunSummary:
     """Run the whole pipeline for ``settings.as_of``; raise FastclvError on failure.
 
-    The same stage functions the Airflow DAG calls one task at a time, chained. The summary
-    is written (and the run recorded) even when a stage fails.
+    The same stages the Airflow DAG runs one task at a time, chained. The summary is written
+    (and the run recorded) even when a stage fails.
     """
     with staging_area(settings) as area:
         summary = begin(settings, area=area, record=False)
@@ -102,20 +111,12 @@ def run(settings: Settings, *, progress: ProgressHook | None = None) -> RunSumma
         t_start = time.perf_counter()
         try:
             record_start(settings, summary)  # inside: a database that is down still ends in a summary
-            with _timed(summary, "extract", progress):
-                summary.files = extract_stage(settings, area=area)
-            with _timed(summary, "transform", progress):
-                transformed = transform_stage(settings, area=area)
-            summary.timings["model"] = transformed.model_seconds
-            summary.model = transformed.model
-            summary.output_rows = transformed.output_rows
-            summary.clv_total = transformed.clv_total
-            if settings.verify:
-                with _timed(summary, "verify", progress):
-                    summary.verify = verify_stage(settings, summary.files, summary.model, area=area)
-            if settings.load:
-                with _timed(summary, "load", progress):
-                    summary.load = load_stage(settings, area=area)
+            results: dict[str, dict[str, Any]] = {}
+            for name in STAGES:
+                if stage_enabled(name, settings):
+                    with _timed(summary, name, progress):
+                        results[name] = run_stage(name, settings, results, area=area)
+                    record_stage(summary, name, results[name])
             summary.status = "succeeded"
         except BaseException as exc:
             fail(summary, exc, settings)
@@ -152,20 +153,23 @@ def begin(settings: Settings, *, area: stage.StagingArea | None = None, record: 
 
     With ``record=False`` the ledger row is left to :func:`record_start`.
     """
-    run_id = settings.run_id or new_run_id(settings.as_of)
-    summary = RunSummary(
-        run_id=run_id,
-        as_of=settings.as_of,
-        input=redact_uri(settings.input),
-        staging=settings.staging,
-        started_at=datetime.now(UTC),
-        settings=model_settings(settings),
-    )
+    summary = _new_summary(settings)
     with staging_area(settings, area) as staged:
         staged.prepare()
     if record:
         record_start(settings, summary)
     return summary
+
+
+def _new_summary(settings: Settings, started_at: datetime | None = None) -> RunSummary:
+    return RunSummary(
+        run_id=settings.run_id or new_run_id(settings.as_of),
+        as_of=settings.as_of,
+        input=redact(settings.input, settings),
+        staging=settings.staging,
+        started_at=started_at or datetime.now(UTC),
+        settings=model_settings(settings),
+    )
 
 
 def record_start(settings: Settings, summary: RunSummary) -> None:
@@ -182,6 +186,128 @@ def record_start(settings: Settings, summary: RunSummary) -> None:
             input=summary.input,
             started_at=summary.started_at,
         )
+
+
+# -- the stages ------------------------------------------------------------------------------
+
+
+def stage_enabled(name: str, settings: Settings) -> bool:
+    """Whether the stage ``name`` runs with ``settings`` (``verify`` and ``load`` may be off)."""
+    return {"verify": settings.verify, "load": settings.load}.get(name, True)
+
+
+def run_stage(
+    name: str,
+    settings: Settings,
+    earlier: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, Any]:
+    """Run one stage; its result, JSON-ready (what a scheduler's task passes on), with its seconds.
+
+    ``earlier`` holds the results of the stages before it (verify compares the staged output with
+    the extract's counts and the transform's model). A stage that is off returns ``{}``. The
+    extract's result has the reject rate of every file and, when one is above
+    ``settings.reject_rate_threshold``, a ``warning`` (the run goes on).
+
+    ``"begin"`` (:func:`begin`, for a scheduler) returns the run's settings without secrets
+    (:meth:`Settings.public`, with the new run id) and when it started, for the other tasks
+    and :func:`finish_stages`.
+    """
+    if name == "begin":
+        summary = begin(settings, area=area)
+        log.info("begin: run %s for as-of %s", summary.run_id, settings.as_of)
+        public = settings.replace(run_id=summary.run_id).public()
+        return {"settings": public, "started_at": summary.started_at.isoformat()}
+    if not stage_enabled(name, settings):
+        log.info("%s: off", name)
+        return {}
+    t0 = time.perf_counter()
+    result: dict[str, Any]
+    if name == "extract":
+        files = extract_stage(settings, area=area)
+        result = {"files": files, "reject_rates": reject_rates(files)}
+    elif name == "transform":
+        done = transform_stage(settings, area=area)
+        result = {
+            "output_rows": done.output_rows,
+            "model": done.model,
+            "model_seconds": done.model_seconds,
+            "clv_total": done.clv_total,
+        }
+    elif name == "verify":
+        counts, model = (earlier or {})["extract"]["files"], (earlier or {})["transform"]["model"]
+        result = {"verify": verify_stage(settings, counts, model, area=area)}
+    elif name == "load":
+        result = {"load": load_stage(settings, area=area)}
+    else:
+        raise ValueError(f"no stage {name!r}; the stages are {', '.join(STAGES)}")
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("%s: %s in %.2f s", name, _describe(name, result), result["seconds"])
+    if name == "extract":
+        warning = reject_rate_warning(result["reject_rates"], settings.reject_rate_threshold)
+        if warning:
+            result["warning"] = warning
+            log.warning("extract: %s (the run continues)", warning)
+    return result
+
+
+def _describe(name: str, result: Mapping[str, Any]) -> str:
+    """A stage's result in one line of the log."""
+    if name == "extract":
+        return "; ".join(
+            f"{file} {c['read']} read, {c['valid']} valid, {c['rejected']} rejected, "
+            f"{c['duplicates_dropped']} duplicates, {c['after_as_of']} after as-of"
+            for file, c in result["files"].items()
+        )
+    if name == "transform":
+        model = result["model"]
+        fitted = "converged" if model.get("converged") else f"not converged ({model.get('reason')})"
+        return f"{result['output_rows']} customers, model {fitted} (model {result['model_seconds']:.2f} s)"
+    if name == "verify":
+        checks = result["verify"].get("checks")
+        return (
+            f"{len(checks)} checks agree" if isinstance(checks, dict) else str(result["verify"].get("status"))
+        )
+    load = result["load"]
+    return f"{load['rows']} rows into {load['table']} partition {load['partition']}"
+
+
+def reject_rates(files: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """rejected/read of every file that has rows."""
+    return {
+        name: round(int(c["rejected"]) / int(c["read"]), 6) for name, c in files.items() if int(c["read"]) > 0
+    }
+
+
+def reject_rate_warning(rates: Mapping[str, float], threshold: float) -> str | None:
+    """The warning when a file's reject rate is above ``threshold`` (None when none is).
+
+    >>> reject_rate_warning({"customers": 0.0156, "orders": 0.002}, 0.01)
+    'reject rate above 1.00%: customers 1.56%'
+    """
+    over = {name: rate for name, rate in rates.items() if rate > threshold}
+    if not over:
+        return None
+    return f"reject rate above {threshold:.2%}: " + ", ".join(f"{n} {r:.2%}" for n, r in over.items())
+
+
+def record_stage(summary: RunSummary, name: str, result: Mapping[str, Any]) -> None:
+    """Fold a stage's result (from :func:`run_stage`; ``{}`` if it did not run) into the summary."""
+    if not result:
+        return
+    summary.timings[name] = result["seconds"]
+    if name == "extract":
+        summary.files = dict(result["files"])
+    elif name == "transform":
+        summary.output_rows = result["output_rows"]
+        summary.model = result["model"]
+        summary.clv_total = result["clv_total"]
+        summary.timings["model"] = result["model_seconds"]
+    elif name == "verify":
+        summary.verify = result["verify"]
+    elif name == "load":
+        summary.load = result["load"]
 
 
 def extract_stage(
@@ -201,7 +327,6 @@ def extract_stage(
             storage_options=settings.storage_options,
         )
         staged.publish(*stage.INPUTS, stage.REJECTS)
-    log.info("extract: %s", {name: c.as_dict() for name, c in extracted.counts.items()})
     return {name: counts.as_dict() for name, counts in extracted.counts.items()}
 
 
@@ -291,7 +416,6 @@ def verify_stage(
             discount_rate=settings.discount_rate,
             memory_limit=settings.duckdb_memory_limit,
         )
-    log.info("verify: %d checks agree in %.2f s", len(result.checks), result.seconds)
     return result.as_dict()
 
 
@@ -320,27 +444,57 @@ def load_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> 
     }
 
 
-def fail(summary: RunSummary, exc: BaseException, settings: Settings | None = None) -> None:
-    """Mark the summary failed with the error's message (never a traceback, never a secret)."""
-    summary.status = "failed"
-    summary.error_type = type(exc).__name__
+def describe_error(exc: BaseException, settings: Settings | None = None) -> dict[str, Any]:
+    """The error as the summary records it: message (never a traceback, never a secret), type, transient."""
     if isinstance(exc, FastclvError):
-        summary.error = str(exc)
-        summary.transient = exc.transient
+        error, transient = str(exc) or type(exc).__name__, exc.transient
     else:
-        summary.error = f"internal error: {type(exc).__name__}: {exc}"
-        summary.transient = False
-    if settings is not None:
-        summary.error = scrub(summary.error, settings)
+        error, transient = f"internal error: {type(exc).__name__}: {exc}", False
+    return {"error": redact(error, settings), "error_type": type(exc).__name__, "transient": transient}
 
 
-def scrub(text: str, settings: Settings) -> str:
-    """``text`` without the database password or the storage secrets of ``settings``."""
-    if settings.pg_uri:
-        from fastclv import db
+def fail(summary: RunSummary, exc: BaseException, settings: Settings | None = None) -> None:
+    """Mark the summary failed with the error (:func:`describe_error`)."""
+    _failed(summary, describe_error(exc, settings))
 
-        text = db.scrub(text, settings.pg_uri)
-    return storage.scrub(text, settings.storage_options)
+
+def _failed(summary: RunSummary, error: Mapping[str, Any]) -> None:
+    summary.status = "failed"
+    summary.error = error.get("error")
+    summary.error_type = error.get("error_type")
+    summary.transient = error.get("transient")
+
+
+def finish_stages(
+    settings: Settings,
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    failed: str | None = None,
+    error: Mapping[str, Any] | None = None,
+) -> RunSummary:
+    """End a run whose stages ran apart (a scheduler's tasks): its summary, then :func:`finish`.
+
+    ``results`` maps each stage that succeeded, ``"begin"`` included, to its :func:`run_stage`
+    result. ``failed`` names the stage that failed (None: every stage succeeded) and ``error``
+    is what it recorded (:func:`describe_error`; None if it could not, e.g. killed).
+    ``settings.run_id`` is the run's id from begin (a new one if begin never ran).
+    """
+    if failed is not None and not error:
+        error = {
+            "error": f"stage {failed} ended without recording an error (killed, timed out or out of "
+            "memory?). Hint: read that task's log."
+        }
+    started = (results.get("begin") or {}).get("started_at")
+    summary = _new_summary(settings, datetime.fromisoformat(started) if started else None)
+    for name in STAGES:
+        record_stage(summary, name, results.get(name) or {})
+    summary.timings["total"] = round((datetime.now(UTC) - summary.started_at).total_seconds(), 3)
+    if failed is None:
+        summary.status = "succeeded"
+    else:
+        _failed(summary, error or {})
+    finish(settings.replace(run_id=summary.run_id), summary)
+    return summary
 
 
 def finish(settings: Settings, summary: RunSummary, *, area: stage.StagingArea | None = None) -> None:

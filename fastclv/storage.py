@@ -21,7 +21,6 @@ location, never a secret (:func:`storage_error`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -35,8 +34,8 @@ from urllib.parse import urlsplit
 import obstore.exceptions
 
 from fastclv import files
-from fastclv.config import redact_uri
 from fastclv.errors import ConfigError, FastclvError, InputError, TerminalError, TransientError
+from fastclv.secrets import STORE_VARIABLE_PREFIXES, redact
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +60,6 @@ _CLIENT_OPTIONS = frozenset(
         "timeout", "user_agent",
     }
 )  # fmt: skip
-#: Options and variables whose name contains one of these words hold (or may hold) a secret.
-_SECRET_WORDS = ("secret", "key", "token", "password", "sas", "credential", "signature")
-#: Environment variables of the stores (obstore reads them; redaction looks at them).
-_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 #: Bytes obstore fetches per request when streaming an object (the scanner reads 8 MiB steps).
 _READ_BUFFER = 16 * 1024 * 1024
 
@@ -147,15 +142,17 @@ def store(location: str, storage_options: Mapping[str, str] | None) -> tuple[Any
     parts = urlsplit(location)
     root = f"{parts.scheme}://{parts.netloc}"
     config, client = split_options(location, storage_options)
-    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+    variables = os.environ.items()
+    environment = tuple(sorted((k, v) for k, v in variables if k.startswith(STORE_VARIABLE_PREFIXES)))
     try:
         found = _store(root, tuple(sorted(config.items())), tuple(sorted(client.items())), environment)
     except BaseException as exc:  # obstore panics (PanicException) on some unknown keys
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
+        first = (str(exc) or type(exc).__name__).splitlines()[0]
         raise ConfigError(
-            f"cannot use the storage options for {redact_uri(location)} "
-            f"({scrub((str(exc) or type(exc).__name__).splitlines()[0], storage_options)}). "
+            f"cannot use the storage options for {redact(location)} "
+            f"({redact(first, storage_options=storage_options)}). "
             "Hint: use object_store's option names (aws_endpoint_url, aws_region, "
             "google_service_account, azure_storage_account_name, ...)."
         ) from None
@@ -175,32 +172,6 @@ def _store(
     # Typed per store in obstore's stubs; these are checked by object_store when the store is built.
     options: dict[str, Any] = {"config": dict(config) or None, "client_options": dict(client) or None}
     return from_url(root, **options)
-
-
-def secret_values(
-    storage_options: Mapping[str, str] | None, env: Mapping[str, str] | None = None
-) -> list[str]:
-    """Every option value (explicit or from the environment) that may be a secret."""
-    source = os.environ if env is None else env
-    found = [str(v) for k, v in (storage_options or {}).items() if _is_secret_key(k)]
-    found += [
-        value
-        for name, value in source.items()
-        if name.startswith(_ENV_PREFIXES) and _is_secret_key(name) and value
-    ]
-    return sorted({v for v in found if len(v) >= 4}, key=len, reverse=True)
-
-
-def _is_secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith(("_id", "_name"))
-
-
-def scrub(text: str, storage_options: Mapping[str, str] | None) -> str:
-    """``text`` without any secret option value."""
-    for secret in secret_values(storage_options):
-        text = text.replace(secret, "***")
-    return text
 
 
 # --------------------------------------------------------------------------- errors
@@ -250,7 +221,7 @@ def describe(exc: BaseException, storage_options: Mapping[str, str] | None = Non
         detail = re.sub(r"\s*\(path: [^)]*\)", "", detail).strip()  # Polars' own, not always the object's
         if len(lines) > 1 and any("refused" in line.lower() for line in lines[1:]):
             detail += " (connection refused)"
-    detail = scrub(detail[:400], storage_options).rstrip(" .:")
+    detail = redact(detail[:400], storage_options=storage_options).rstrip(" .:")
     if _NO_BUCKET.search(text):
         kind = "no_bucket"
     elif isinstance(exc, PermissionError) or _DENIED.search(text):
@@ -289,7 +260,7 @@ def storage_error(
     """
     if isinstance(exc, FastclvError):
         return exc
-    shown = redact_uri(location) if "@" in location else location
+    shown = redact(location) if "@" in location else location
     problem = describe(exc, storage_options)
     if problem.kind == "no_bucket":
         return ConfigError(
@@ -323,7 +294,7 @@ def input_error(
     """
     if isinstance(exc, FastclvError):
         return exc
-    shown = redact_uri(source) if "@" in source else source
+    shown = redact(source) if "@" in source else source
     problem = describe(exc, storage_options)
     if problem.kind == "unreachable":
         return TransientError(
@@ -574,79 +545,3 @@ def arrow_dataset(location: str, storage_options: Mapping[str, str] | None) -> A
         )
     except Exception as exc:  # noqa: BLE001 - classified by storage_error()
         raise storage_error(exc, location, "opening", storage_options) from None
-
-
-# --------------------------------------------------------------------------- Airflow-style connections
-
-
-_CONNECTION_EXTRAS = {
-    "region_name": "aws_region",
-    "endpoint_url": "aws_endpoint_url",
-    "aws_session_token": "aws_session_token",
-    "key_path": "google_service_account",
-    "extra__google_cloud_platform__key_path": "google_service_account",
-    "keyfile_dict": "google_service_account_key",
-    "extra__google_cloud_platform__keyfile_dict": "google_service_account_key",
-    "account_name": "azure_storage_account_name",
-    "sas_token": "azure_storage_sas_token",
-    "tenant_id": "azure_storage_tenant_id",
-    "client_id": "azure_storage_client_id",
-    "client_secret": "azure_storage_client_secret",
-}
-_OPTION_PREFIXES = ("aws_", "google_", "azure_")
-
-
-def options_from_connection(
-    conn_type: str | None,
-    login: str | None,
-    password: str | None,
-    extras: Mapping[str, Any],
-) -> tuple[dict[str, str], list[str]]:
-    """Storage options from an Airflow-style connection; also the extras that were ignored.
-
-    ``aws``: login/password are the access key id and secret; extras ``region_name``,
-    ``endpoint_url``, ``aws_session_token``. ``google_cloud_platform``: extras ``key_path`` /
-    ``keyfile_dict``. ``wasb`` / ``azure*``: login/password are the account name and key.
-    Extras already named like storage options (``aws_*``, ``google_*``, ``azure_*``) pass
-    through; anything else is ignored (and listed, by name only).
-
-    >>> options_from_connection("aws", "AKID", "s3cret", {"region_name": "eu-west-1", "cursor": 1})
-    ({'aws_access_key_id': 'AKID', 'aws_secret_access_key': 's3cret', 'aws_region': 'eu-west-1'}, ['cursor'])
-    """
-    kind = (conn_type or "").lower()
-    names: tuple[str, str] | None = None
-    if kind in ("aws", "s3"):
-        names = ("aws_access_key_id", "aws_secret_access_key")
-    elif kind.startswith(("wasb", "azure", "adls")):
-        names = ("azure_storage_account_name", "azure_storage_account_key")
-    options: dict[str, str] = {}
-    if names is not None:
-        options.update({name: value for name, value in zip(names, (login, password), strict=True) if value})
-    from_extras, ignored = _options_from_extras(extras)
-    options.update(from_extras)
-    if options.get("aws_endpoint_url", "").startswith("http://"):
-        options.setdefault("aws_allow_http", "true")
-    return options, ignored
-
-
-def _options_from_extras(extras: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
-    options: dict[str, str] = {}
-    ignored: list[str] = []
-    for key, value in extras.items():
-        if key in ("keyfile_dict", "extra__google_cloud_platform__keyfile_dict") and isinstance(
-            value, Mapping
-        ):
-            options["google_service_account_key"] = json.dumps(dict(value))
-        elif value is None or isinstance(value, Mapping | list):
-            ignored.append(key)
-        elif key in _CONNECTION_EXTRAS:
-            options[_CONNECTION_EXTRAS[key]] = _text(value)
-        elif key.lower().startswith(_OPTION_PREFIXES):
-            options[key.lower()] = _text(value)
-        else:
-            ignored.append(key)
-    return options, sorted(ignored)
-
-
-def _text(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)

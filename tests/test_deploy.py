@@ -12,7 +12,7 @@ import ast
 import fnmatch
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from fastclv import db, ddl
+from fastclv.config import Settings
 from fastclv.errors import LoadError, TransientError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,8 +230,9 @@ def test_compose_mounts_exist_and_long_running_services_have_healthchecks() -> N
 def test_compose_environment_names_are_the_ones_the_code_reads() -> None:
     code = _code_text()
     known = set(re.findall(r"\bFASTCLV_[A-Z0-9_]+\b", code))
+    known |= {Settings.env_name(f.name) for f in fields(Settings)}  # one variable per field, by its name
     constants = _dag_constants()
-    connections = {constants["CONN_ID"], constants["STORAGE_CONN_ID"]}
+    connections = {value for name, value in constants.items() if name.endswith("CONN_ID")}
     seen = set()
     for name, service in _compose()["services"].items():
         for key in service.get("environment") or {}:

@@ -24,10 +24,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from fastclv import db, ddl, load, localpg
+from fastclv import ddl, load, localpg
 from fastclv.contract import OUTPUT_SCHEMA, output_arrow_schema
 from fastclv.errors import ConfigError, FastclvError, LoadError, TransientError
 from fastclv.ledger import finish_run, start_run
+from fastclv.secrets import redact
 
 D = date(2025, 1, 31)
 D1 = D + timedelta(days=1)
@@ -605,7 +606,7 @@ def test_scrubbing_removes_any_password_in_any_echoed_form(password: str, noise:
     encoded = quote(password, safe="")
     uri = f"postgresql://app:{encoded}@db.example:5432/crm?sslmode=require"
     echoed = f"{noise} failed for {uri}: password {password!s} / {encoded} {noise}"
-    scrubbed = db.scrub(echoed, uri)
+    scrubbed = redact(echoed, pg_uri=uri)
     assert password not in scrubbed
     assert encoded not in scrubbed
 

@@ -29,6 +29,7 @@ from psycopg import sql
 from fastclv import load, pipeline, stage, storage, verify
 from fastclv.config import Settings, parse_option_pairs, parse_storage_options
 from fastclv.errors import ConfigError, FastclvError, InputError, VerificationError
+from fastclv.secrets import redact
 
 AS_OF = date(2025, 12, 31)
 D = AS_OF.isoformat()
@@ -363,38 +364,6 @@ def test_an_option_object_store_does_not_know_is_a_config_error(s3: Any) -> None
     assert "s3cr3t-value" not in str(bad.value)
 
 
-def test_airflow_style_connections_become_storage_options() -> None:
-    aws, ignored = storage.options_from_connection(
-        "aws",
-        "AKID",
-        "s3cret",
-        {
-            "region_name": "eu-west-1",
-            "endpoint_url": "http://minio:9000",
-            "config_kwargs": {},
-            "verify": False,
-        },
-    )
-    assert aws == {
-        "aws_access_key_id": "AKID",
-        "aws_secret_access_key": "s3cret",
-        "aws_region": "eu-west-1",
-        "aws_endpoint_url": "http://minio:9000",
-        "aws_allow_http": "true",
-    }
-    assert ignored == ["config_kwargs", "verify"]
-    azure, _ = storage.options_from_connection("wasb", "acct", "key==", {"azure_storage_use_emulator": True})
-    assert azure == {
-        "azure_storage_account_name": "acct",
-        "azure_storage_account_key": "key==",
-        "azure_storage_use_emulator": "true",
-    }
-    gcs, _ = storage.options_from_connection(
-        "google_cloud_platform", None, None, {"key_path": "/keys/sa.json"}
-    )
-    assert gcs == {"google_service_account": "/keys/sa.json"}
-
-
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
@@ -420,4 +389,4 @@ def test_storage_error_messages_never_show_a_secret() -> None:
     assert isinstance(error, FastclvError)
     assert secret not in str(error)
     assert "s3://b/k" in str(error)
-    assert storage.scrub(f"x {secret} y", options) == "x *** y"
+    assert redact(f"x {secret} y", storage_options=options) == "x *** y"

@@ -5,12 +5,16 @@ Logical dates follow the cron trigger timetable: the run due at D+1 00:05 UTC co
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -72,9 +76,11 @@ class Webhook:
 
 @pytest.fixture
 def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Webhook]:
-    """A running local webhook, named by FASTCLV_ALERT_WEBHOOK."""
+    """A running local webhook, its URL the password of the Airflow connection fastclv_alert_webhook."""
     with Webhook() as hook:
-        monkeypatch.setenv("FASTCLV_ALERT_WEBHOOK", hook.url)
+        conn = json.dumps({"conn_type": "http", "password": hook.url})
+        monkeypatch.setenv("AIRFLOW_CONN_FASTCLV_ALERT_WEBHOOK", conn)
+        monkeypatch.delenv("FASTCLV_ALERT_WEBHOOK", raising=False)
         yield hook
 
 
@@ -342,3 +348,194 @@ def test_unreachable_database_is_retried_then_fails(
     assert "connection refused" in summary["error"].lower()
     [alert] = webhook.messages  # only for the final failure, not the retry
     assert alert["task"] == "begin"
+
+
+def test_an_alert_goes_to_the_webhook_of_its_connection_and_its_url_is_never_logged(
+    dag: Any,
+    env: Path,
+    tmp_path: Path,
+    webhook: Webhook,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("FASTCLV_INPUT", str(tmp_path / "nowhere"))
+
+    dag_run = _run(dag, DUE_JAN_01)
+
+    assert dag_run.state == "failed"
+    assert _states(dag_run)["extract"] == ("failed", 1)  # a missing input is terminal
+    [alert] = webhook.messages  # the notifier of the failed task, POSTed to the connection's URL
+    assert (alert["level"], alert["task"], alert["as_of"]) == ("error", "extract", "2025-12-31")
+    assert "customers.csv" in alert["error"]
+    out = capfd.readouterr()
+    logged = out.out + out.err + caplog.text
+    assert "alert posted to 127.0.0.1" in caplog.text  # the host only
+    assert webhook.url not in logged
+    assert "SECRET-TOKEN" not in logged
+
+
+# -- settings: every field reaches every task ------------------------------------------------------
+
+
+@pytest.fixture
+def statsd() -> Iterator[socket.socket]:
+    """A local UDP socket that receives StatsD packets."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.setblocking(False)
+        yield udp
+
+
+def _received(udp: socket.socket) -> str:
+    packets = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            packets.append(udp.recv(65536).decode())
+    return "\n".join(packets)
+
+
+def _semicolon_input(folder: Path) -> Path:
+    """Generated, clean input rewritten with ';' as the delimiter (and its expected counts)."""
+    from fastclv.generate import generate
+
+    generate(folder / "comma", customers=60, seed=5, dirty_rows=0, as_of=date(2025, 12, 31))
+    out = folder / "semicolon"
+    out.mkdir()
+    for name in ("customers.csv", "orders.csv", "order_items.csv"):
+        with (folder / "comma" / name).open(newline="", encoding="utf-8-sig") as src:
+            rows = list(csv.reader(src))
+        with (out / name).open("w", newline="", encoding="utf-8") as dst:
+            csv.writer(dst, delimiter=";").writerows(rows)
+    return out
+
+
+def test_every_setting_reaches_every_task_and_duckdb_memory_limit_is_no_longer_ignored(
+    dag: Any, env: Path, pg_uri: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, statsd: socket.socket,
+) -> None:  # fmt: skip
+    """Regression: the DAG forwarded a hand list of settings that forgot duckdb_memory_limit, so
+    FASTCLV_DUCKDB_MEMORY_LIMIT was silently ignored under Airflow. Every field of Settings is now
+    set by a DAG param or its FASTCLV_* variable, and each task runs with all of them."""
+    from fastclv.config import Settings
+
+    semicolon = _semicolon_input(tmp_path)
+    # A value other than the default for every field that is not a DAG param, a secret or the run's date.
+    variables = {
+        "input": str(semicolon), "delimiter": ";", "table": "ltv_elsewhere",
+        "runs_table": "ltv_elsewhere_runs", "lock_timeout_s": "7.5", "load": "on", "verify": "yes",
+        "penalizer": "0.001", "statsd_host": "{}:{}".format(*statsd.getsockname()),
+        "statsd_prefix": "dagtest.fastclv", "duckdb_memory_limit": "256MB",
+        "run_id": "dag-test-run", "storage_options": '{"aws_region": "eu-west-1"}',
+    }  # fmt: skip
+    params = {"horizon_months": 6, "margin": 0.5, "discount_rate": 0.02, "reject_rate_threshold": 0.5}
+    by_param = {"as_of", "staging", "pg_schema", "pg_uri", *params}  # the fixture sets staging, schema
+    assert {f.name for f in fields(Settings)} == set(variables) | by_param  # a new field needs a value here
+    for name, value in variables.items():
+        monkeypatch.setenv(Settings.env_name(name), value)
+
+    dag_run = _run(dag, DUE_JAN_01, **params)
+
+    assert dag_run.state == "success", _states(dag_run)
+    expected = {
+        **{name: Settings.from_env({"FASTCLV_INPUT": "x", Settings.env_name(name): v}).public()[name]
+           for name, v in variables.items() if name != "storage_options"},
+        **params, "as_of": date(2025, 12, 31), "staging": str(env), "pg_schema": pg_schema,
+    }  # fmt: skip
+    for stage in STAGES:
+        [line] = [
+            r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{stage} with Settings(")
+        ]
+        for name, value in expected.items():
+            assert f"{name}={value!r}" in line, (stage, name)
+        assert "storage_options" not in line  # a secret: never logged
+    generated = json.loads((tmp_path / "comma" / "expected.json").read_text())
+    [(rows,)] = _rows(pg_uri, pg_schema, "SELECT count(*) FROM {s}.ltv_elsewhere")
+    assert rows == generated["output_rows"]
+    assert _rows(pg_uri, pg_schema, "SELECT run_id, status FROM {s}.ltv_elsewhere_runs") == [
+        ("dag-test-run", "succeeded")
+    ]
+    summary = json.loads((env / "2025-12-31" / "summary.json").read_text())
+    assert summary["settings"] == {
+        "horizon_months": 6, "margin": 0.5, "discount_rate": 0.02, "penalizer": 0.001, "delimiter": ";",
+    }  # fmt: skip
+    assert "dagtest.fastclv.run.succeeded:1" in _received(statsd)
+
+
+def test_a_duckdb_memory_limit_that_duckdb_refuses_fails_the_cross_check(
+    dag: Any, env: Path, pg_uri: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FASTCLV_DUCKDB_MEMORY_LIMIT reaches DuckDB under Airflow (it used to be dropped)."""
+    monkeypatch.setenv("FASTCLV_DUCKDB_MEMORY_LIMIT", "lots")
+
+    dag_run = _run(dag, DUE_JAN_01)
+
+    assert dag_run.state == "failed"
+    states = _states(dag_run)
+    assert states["verify"] == ("failed", 1)  # terminal: the setting is wrong
+    assert states["load"][0] == "upstream_failed"
+    summary = json.loads((env / "2025-12-31" / "summary.json").read_text())
+    assert "Memory must have a number" in summary["error"]
+    [(as_of, status, *_)] = _ledger(pg_uri, pg_schema)
+    assert (as_of, status) == (date(2025, 12, 31), "failed")
+
+
+def test_airflow_style_connections_become_storage_options(dagbag: Any) -> None:
+    from airflow.sdk import Connection
+
+    module = _dag_module(dagbag.get_dag("customer_ltv"))
+
+    def options_from_connection(
+        conn_type: str, login: str | None, password: str | None, extras: dict[str, Any]
+    ) -> tuple[dict[str, str], list[str]]:
+        conn = Connection(
+            conn_id="s", conn_type=conn_type, login=login, password=password, extra=json.dumps(extras)
+        )
+        result: tuple[dict[str, str], list[str]] = module.storage_options_from_connection(conn)
+        return result
+
+    aws, ignored = options_from_connection(
+        "aws",
+        "AKID",
+        "s3cret",
+        {
+            "region_name": "eu-west-1",
+            "endpoint_url": "http://minio:9000",
+            "config_kwargs": {},
+            "verify": False,
+        },
+    )
+    assert aws == {
+        "aws_access_key_id": "AKID",
+        "aws_secret_access_key": "s3cret",
+        "aws_region": "eu-west-1",
+        "aws_endpoint_url": "http://minio:9000",
+        "aws_allow_http": "true",
+    }
+    assert ignored == ["config_kwargs", "verify"]
+    azure, _ = options_from_connection("wasb", "acct", "key==", {"azure_storage_use_emulator": True})
+    assert azure == {
+        "azure_storage_account_name": "acct",
+        "azure_storage_account_key": "key==",
+        "azure_storage_use_emulator": "true",
+    }
+    gcs, _ = options_from_connection("google_cloud_platform", None, None, {"key_path": "/keys/sa.json"})
+    assert gcs == {"google_service_account": "/keys/sa.json"}
+
+
+def test_the_postgres_connection_becomes_a_libpq_uri_keeping_only_libpq_extras(dagbag: Any) -> None:
+    from airflow.sdk import Connection
+
+    module = _dag_module(dagbag.get_dag("customer_ltv"))
+    extras = {
+        "sslmode": "verify-full",
+        "sslrootcert": "/certs/ca.pem",
+        "keepalives": True,
+        "cursor": "dictcursor",
+    }
+    conn = Connection(conn_id="pg", conn_type="postgres", host="db.example", port=5432, login="app",
+                      password="p@ss/#?", schema="crm", extra=json.dumps(extras))  # fmt: skip
+    assert module.pg_uri_from_connection(conn) == (
+        "postgresql://app:p%40ss%2F%23%3F@db.example:5432/crm"
+        "?sslmode=verify-full&sslrootcert=%2Fcerts%2Fca.pem&keepalives=1"
+    )
