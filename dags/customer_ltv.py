@@ -40,7 +40,7 @@ STAGES = ("begin", "extract", "transform", "verify", "load")
 #: DAG param -> Settings field (type and description from Settings); every field has a FASTCLV_* variable.
 PARAMS = {"as_of": "as_of", "input": "input", "staging": "staging", "schema": "pg_schema",
           "horizon_months": "horizon_months", "margin": "margin", "discount_rate": "discount_rate",
-          "reject_rate_threshold": "reject_rate_threshold"}  # fmt: skip
+          "reject_rate_threshold": "reject_rate_threshold", "holdout_days": "holdout_days"}  # fmt: skip
 #: The extras of the PostgreSQL connection that are libpq parameters (Airflow's own are dropped).
 LIBPQ_PARAMS = frozenset({
     "application_name", "channel_binding", "client_encoding", "connect_timeout", "fallback_application_name",
@@ -163,6 +163,7 @@ class WebhookNotifier(BaseNotifier):
             body = json.dumps({"text": f"fastclv {ti.dag_id}: as-of {as_of}: {what} (log: {ti.log_url})",
                                "level": self.level, "dag": ti.dag_id, "task": ti.task_id, "as_of": as_of,
                                "run_id": ti.run_id, "fastclv_run_id": public.get("run_id"),
+                               "report": f"{public.get('staging')}/{as_of}/report.html" if public else None,
                                "log_url": ti.log_url, **extra}, default=str)  # fmt: skip
             log.log(logging.ERROR if self.level == "error" else logging.WARNING, "fastclv alert: %s", body)
             url = getattr(_connection(self.conn_id), "password", None) or ""
@@ -276,11 +277,22 @@ def customer_ltv() -> None:
         summary = fastclv.finish_stages(settings, results, failed=failed, error=error or None)
         if failed is None:
             return summary.as_dict()
-        raise RunFailed(f"the run for as-of {summary.as_of} failed in task {failed}: {summary.error}")
+        raise RunFailed(f"the run for as-of {summary.as_of} failed in task {failed}, {summary.error} "
+                        f"(report: {summary.report})")  # fmt: skip
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    def report() -> str | None:
+        """Write the run's HTML report from its staged files; never fails (the load is done)."""
+        public = (current()["ti"].xcom_pull(task_ids="begin") or {}).get("settings") or _public(current())
+        try:
+            return fastclv.write_report(_settings(public))
+        except Exception:
+            log.warning("no report for this run", exc_info=True)
+            return None
 
     run: Any = begin()  # XComArgs: the tasks' return values, resolved when the downstream task runs
     extracted, transformed = extract(run), transform(run)
-    chain(run, extracted, transformed, verify(run, extracted, transformed), load(run), finish())
+    chain(run, extracted, transformed, verify(run, extracted, transformed), load(run), finish(), report())
 
 
 customer_ltv()

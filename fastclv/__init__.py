@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         finish_stages,
         run,
         run_stage,
+        write_report,
     )
     from fastclv.secrets import redact
 
@@ -58,6 +59,7 @@ __all__ = [
     "redact",
     "run",
     "run_stage",
+    "write_report",
 ]
 #: The module that defines each public name.
 _MODULES = {
@@ -80,6 +82,7 @@ _MODULES = {
         "run_stage",
         "finish_stages",
         "describe_error",
+        "write_report",
     ),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}

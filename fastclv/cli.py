@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fastclv.config import Settings, parse_date, parse_option_pairs, storage_options_from_env
-from fastclv.errors import ConfigError, FastclvError
+from fastclv.errors import ConfigError, FastclvError, TerminalError
 from fastclv.secrets import redact
 
 app = typer.Typer(
@@ -153,6 +153,12 @@ def run(
     penalizer: Annotated[
         float | None, typer.Option(help="L2 penalty on model parameters [default: 0].")
     ] = None,
+    holdout_days: Annotated[
+        int | None,
+        typer.Option(
+            "--holdout-days", help="Days of the holdout backtest of the model; 0 turns it off [default: 90]."
+        ),
+    ] = None,
     reject_rate_threshold: Annotated[
         float | None,
         typer.Option(help="Warn when a file's rejected/read is above this [default: 0.05]."),
@@ -184,6 +190,7 @@ def run(
             discount_rate=discount_rate,
             penalizer=penalizer,
             reject_rate_threshold=reject_rate_threshold,
+            holdout_days=holdout_days,
             lock_timeout_s=lock_timeout,
             run_id=run_id,
             storage_options=parse_option_pairs(storage_option),
@@ -195,15 +202,45 @@ def run(
 
 
 def _run_with_progress(pipeline: Any, settings: Settings) -> Any:
+    """Run, telling how it goes: a progress bar on a terminal, log lines anywhere else.
+
+    Off a terminal (CI, cron, Airflow), each stage's start and end (with rows and seconds) and
+    the scan's progress every 10 s are logged to stderr, so a long run is never silent.
+    """
     if not err.is_terminal:
+        logger = logging.getLogger("fastclv")
+        if logger.getEffectiveLevel() > logging.INFO:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
         return pipeline.run(settings)
-    with err.status("starting") as status:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]} rows"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+        stage_task = bar.add_task("starting", total=None, rows="")
 
         def progress(stage_name: str, event: str) -> None:
             if event == "start":
-                status.update(f"[bold]{stage_name}[/] ...")
+                bar.update(stage_task, description=f"{stage_name} ...")
+            else:
+                bar.update(stage_task, description=f"{stage_name} done")
 
-        return pipeline.run(settings, progress=progress)
+        def scanned(file_name: str, rows: int, done: int, size: int | None) -> None:
+            if file_name not in tasks:
+                tasks[file_name] = bar.add_task(f"scan {file_name}", total=size, rows="0")
+            bar.update(tasks[file_name], completed=done, rows=f"{rows:,}")
+
+        return pipeline.run(settings, progress=progress, scan_progress=scanned)
 
 
 def _stop_hint(data_dir: Path) -> str:
@@ -252,13 +289,44 @@ def _print_summary(summary: Any) -> None:
         f"{'transform (incl. model)' if k == 'transform' else k} {v:.2f}s" for k, v in summary.timings.items()
     )
     out.print(f"customers out: [bold]{summary.output_rows:,}[/]   seconds: {stages}", highlight=False)
-    if summary.model and summary.model.get("reason"):
-        out.print(f"[yellow]model:[/] {summary.model['reason']}", highlight=False)
+    _print_outcome(summary)
+
+
+def _print_outcome(summary: Any) -> None:
+    """The model, the holdout, the load, where things are: the end of a run's summary."""
+    if summary.clv_total is not None:
+        out.print(f"total predicted CLV: [bold]{summary.clv_total:,.2f}[/]", highlight=False)
+    model = summary.model or {}
+    if model.get("converged"):
+        out.print("model: converged (BG/NBD and Gamma-Gamma)", highlight=False)
+    else:
+        out.print(f"[yellow]model: not converged:[/] {escape(str(model.get('reason')))}", highlight=False)
+    backtest = summary.holdout or {}
+    if backtest.get("status") == "ran":
+        out.print(
+            f"holdout ({backtest['holdout_days']} days): mean absolute error "
+            f"{backtest['mean_absolute_error']:.3f} purchases per customer; "
+            f"{backtest['actual_total']:,} actual against {backtest['predicted_total']:,.0f} predicted",
+            highlight=False,
+        )
+    elif backtest:
+        reason = escape(str(backtest.get("reason")))
+        out.print(f"holdout: {backtest.get('status')}: {reason}", highlight=False)
     if summary.load:
-        out.print(f"loaded {summary.load['rows']:,} rows into {summary.load['partition']}", highlight=False)
+        replaced = summary.load.get("replaced_rows", 0)
+        before = f"replacing its {replaced:,} rows" if replaced else "a new partition"
+        out.print(
+            f"loaded {summary.load['rows']:,} rows into {summary.load['table']} partition "
+            f"{summary.load['partition']} ({before})",
+            highlight=False,
+        )
     from fastclv import storage
 
     out.print(f"staged: {storage.join(summary.staging, summary.as_of.isoformat())}", highlight=False)
+    if summary.report:
+        out.print(f"report: {summary.report}", highlight=False)
+    for warning in summary.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -408,6 +476,52 @@ def verify(
         table.add_row(name, f"{check['compared']:,}", f"{check['mismatches']:,}", str(check["note"] or ""))
     out.print(table)
     out.print(f"[bold green]ok[/]: all {len(result.checks)} checks agree ({result.seconds:.2f} s)")
+
+
+@app.command()
+def report(
+    staging: Annotated[
+        str | None, typer.Option(help="Staging root [env FASTCLV_STAGING, default ./staging].")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="As-of date YYYY-MM-DD (default: the latest staged run)."),
+    ] = None,
+    pg_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--pg-uri",
+            help="PostgreSQL of the run ledger, for the history of earlier dates [env FASTCLV_PG_URI].",
+        ),
+    ] = None,
+    pg_schema: Annotated[
+        str | None, typer.Option("--schema", help="Schema of the ledger [default: public].")
+    ] = None,
+    storage_option: StorageOptions = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Rebuild a staged run's HTML report (S/D/report.html) from its staged files."""
+    _setup_logging(verbose)
+    from fastclv import explore, pipeline
+
+    with _user_errors(verbose):
+        root = staging or explore.default_staging()
+        options = _storage_options(storage_option)
+        run_area = explore.run_folder(
+            root, _date_option(as_of), succeeded_only=False, storage_options=options
+        )
+        settings = Settings.from_env(
+            input="-", staging=str(root), as_of=date.fromisoformat(run_area.name), pg_uri=pg_uri,
+            pg_schema=pg_schema, storage_options=options,
+        )  # fmt: skip
+        settings = settings.replace(load=bool(settings.pg_uri))
+        written = pipeline.write_report(settings, area=run_area)
+        if written is None:
+            raise TerminalError(
+                f"the report of {run_area.location} could not be written (see the warning above). "
+                "Hint: rerun with --verbose for details."
+            )
+    out.print(f"report: {written}", highlight=False)
 
 
 @app.command()

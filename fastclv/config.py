@@ -119,6 +119,13 @@ class Settings:
     penalizer: float = field(
         default=0.0, metadata=_doc("L2 penalty on the model parameters (0: plain maximum likelihood).")
     )
+    holdout_days: int = field(
+        default=90,
+        metadata=_doc(
+            "Days of the holdout backtest: the model is fitted again on the orders up to D minus this "
+            "and compared with what the customers did after (0: off)."
+        ),
+    )
     reject_rate_threshold: float = field(
         default=0.05,
         metadata=_doc("Warn (log, and an alert in Airflow) when a file's rejected/read is above this."),
@@ -170,6 +177,8 @@ class Settings:
             raise ConfigError("margin and penalizer must be >= 0.")
         if self.lock_timeout_s <= 0:
             raise ConfigError(f"lock_timeout_s must be > 0, got {self.lock_timeout_s}.")
+        if self.holdout_days < 0:
+            raise ConfigError(f"holdout_days must be >= 0 (0: no backtest), got {self.holdout_days}.")
         if not 0 <= self.reject_rate_threshold <= 1:
             raise ConfigError(f"reject_rate_threshold must be in [0, 1], got {self.reject_rate_threshold}.")
         if self.pg_uri and split_uri(self.pg_uri) is None and "=" not in self.pg_uri:

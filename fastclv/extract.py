@@ -27,7 +27,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -108,6 +108,8 @@ class Header:
     #: contract column -> 0-based field index, for the columns present in the file.
     positions: dict[str, int]
     scan: native.Scan
+    #: The file's size in bytes (None when the store does not say).
+    size: int | None = None
 
     def slots(self) -> list[int | None]:
         """The field index of each contract column (required, then optional), for the scanner."""
@@ -129,12 +131,15 @@ def open_input(
     """
     source = storage.join(location, spec.file_name)
     with _reading(spec, source, storage_options):
+        size: int | None
         if storage.is_remote(location):
             stream = storage.open_reader(source, storage_options)
+            size = stream.size
             scan = native.Scan(stream, spec.name, delimiter, chunk_bytes=chunk_bytes, threads=threads)
         else:
             local = storage.local_path(source)
             _check_regular_file(spec, local)
+            size = local.stat().st_size
             scan = native.Scan(str(local), spec.name, delimiter, chunk_bytes=chunk_bytes, threads=threads)
     names = scan.names
     positions: dict[str, int] = {}
@@ -148,7 +153,7 @@ def open_input(
                 f"(found: {found[:500]}). Hint: the header must name {', '.join(spec.required)}"
                 + (f" (delimiter is {delimiter!r})." if len(names) == 1 else ".")
             )
-    return Header(spec, source, positions, scan)
+    return Header(spec, source, positions, scan, size)
 
 
 def _check_regular_file(spec: InputFile, path: Path) -> None:
@@ -204,12 +209,16 @@ def extract(
     storage_options: Mapping[str, str] | None = None,
     chunk_bytes: int = 0,
     threads: int = 0,
+    on_progress: ScanProgress | None = None,
 ) -> ExtractResult:
     """Validate the three input files and stage valid rows and rejects under ``run_dir``.
 
     Every header is checked before any row is read; files are then done in contract order
     (customers, orders, items) so each foreign key is checked against the rows staged just
     before.
+
+    ``on_progress(file_name, rows, bytes_read, size)`` is called as each file's scan moves
+    (after every batch, and once at its end).
 
     Raises:
         InputError: a file is missing, unreadable or lacks a required column (nothing is staged).
@@ -231,7 +240,7 @@ def extract(
         for spec in INPUT_FILES:
             header = headers[spec.name]
             checked = work_dir / f"{spec.name}.checked.arrow"
-            _scan(header, checked, storage_options)
+            _scan(header, checked, storage_options, on_progress)
             out = run_dir / f"{spec.name}.parquet"
             rejects_part = work_dir / f"{spec.name}.rejects.parquet"
             t0 = time.perf_counter()
@@ -250,7 +259,16 @@ def extract(
 PROGRESS_EVERY = 10.0
 
 
-def _scan(header: Header, out: Path, storage_options: Mapping[str, str] | None) -> None:
+#: ``(file_name, rows, bytes_read, size or None)``, called as a scan moves.
+ScanProgress = Callable[[str, int, int, "int | None"], None]
+
+
+def _scan(
+    header: Header,
+    out: Path,
+    storage_options: Mapping[str, str] | None,
+    on_progress: ScanProgress | None = None,
+) -> None:
     """Scan one file into an Arrow IPC work file (LZ4: streamed back with bounded memory)."""
     import pyarrow as pa
 
@@ -267,6 +285,8 @@ def _scan(header: Header, out: Path, storage_options: Mapping[str, str] | None) 
                         if writer is None:
                             writer = pa.ipc.new_file(tmp, batch.schema, options=options)
                         writer.write_batch(batch)
+                    if on_progress is not None:
+                        on_progress(spec.file_name, scan.rows, scan.bytes_read, header.size)
                     now = time.perf_counter()
                     if now - last >= PROGRESS_EVERY:
                         last = now
@@ -286,6 +306,8 @@ def _scan(header: Header, out: Path, storage_options: Mapping[str, str] | None) 
         finally:
             if writer is not None:
                 writer.close()
+    if on_progress is not None:
+        on_progress(spec.file_name, scan.rows, scan.bytes_read, header.size)
     log.info(
         "%s: scanned %d rows, %.1f MB in %.2f s",
         spec.file_name,

@@ -236,3 +236,48 @@ def _write_ledger(
         return conn
     close(conn)
     return None
+
+
+def history(
+    pg_uri: str, *, schema: str = "public", runs_table: str = "customer_ltv_runs", days: int = 90
+) -> list[Any]:
+    """The latest succeeded run of each of the last ``days`` as-of dates, oldest first (for the report)."""
+    from fastclv.report import HistoryRow
+
+    check_identifier(schema, "schema")
+    check_identifier(runs_table, "runs table")
+    where = f"the history in {schema}.{runs_table}"
+    conn = connect(pg_uri, where)
+    query = (  # identifiers validated and quoted; values bound
+        f"SELECT DISTINCT ON (as_of) as_of, output_rows, model ->> 'clv_total', counts::text "  # noqa: S608
+        f"FROM {qualified(schema, runs_table)} WHERE status = 'succeeded' AND as_of IS NOT NULL "
+        "ORDER BY as_of DESC, finished_at DESC LIMIT $1"
+    )
+
+    def read() -> list[tuple[Any, ...]]:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass($1) IS NOT NULL", parameters=(qualified(schema, runs_table),))
+            row = cur.fetchone()
+            if row is None or not row[0]:
+                return []
+            cur.execute(query, parameters=(days,))
+            return list(cur.fetchall())
+
+    try:
+        found = guard(pg_uri, where, "reading", read)
+    finally:
+        close(conn)
+    rows = []
+    for as_of, output_rows, clv_total, counts_text in reversed(found):
+        counts = json.loads(counts_text) if counts_text else {}
+        read_rows = sum(int(c.get("read", 0)) for c in counts.values())
+        rejected = sum(int(c.get("rejected", 0)) for c in counts.values())
+        rows.append(
+            HistoryRow(
+                as_of,
+                int(output_rows or 0),
+                None if clv_total is None else float(clv_total),
+                rejected / read_rows if read_rows else 0.0,
+            )
+        )
+    return rows

@@ -30,7 +30,8 @@ import polars as pl
 from fastclv import stage
 from fastclv.config import Settings
 from fastclv.errors import ConfigError, FastclvError, TerminalError, TransientError
-from fastclv.extract import extract
+from fastclv.extract import ScanProgress, extract
+from fastclv.report import REPORT
 from fastclv.secrets import redact
 from fastclv.transform import customer_ltv, overflowing_totals
 
@@ -69,6 +70,12 @@ class RunSummary:
     settings: dict[str, object] = field(default_factory=dict)
     #: Sum of predicted_clv over the output (a float: a figure for metrics, not money).
     clv_total: float | None = None
+    #: The holdout backtest's figures (contract 5.1; :meth:`fastclv.holdout.HoldoutResult.as_dict`).
+    holdout: dict[str, object] | None = None
+    #: Where the run's HTML report is (``S/D/report.html``; None when it could not be written).
+    report: str | None = None
+    #: What went wrong without failing the run (e.g. summary.json not written after the load).
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (dates as ISO strings)."""
@@ -99,31 +106,49 @@ def _timed(summary: RunSummary, name: str, progress: ProgressHook | None) -> Ite
             progress(name, "done")
 
 
-def run(settings: Settings, *, progress: ProgressHook | None = None) -> RunSummary:
+def run(
+    settings: Settings, *, progress: ProgressHook | None = None, scan_progress: ScanProgress | None = None
+) -> RunSummary:
     """Run the whole pipeline for ``settings.as_of``; raise FastclvError on failure.
 
     The same stages the Airflow DAG runs one task at a time, chained. The summary is written
     (and the run recorded) even when a stage fails.
     """
-    with staging_area(settings) as area:
-        summary = begin(settings, area=area, record=False)
-        settings = settings.replace(run_id=summary.run_id)
+    settings = settings.replace(run_id=settings.run_id or new_run_id(settings.as_of))
+    assert settings.run_id is not None
+    with staging_area(settings) as area, stage.run_lock(area, settings.run_id):
         t_start = time.perf_counter()
         try:
-            record_start(settings, summary)  # inside: a database that is down still ends in a summary
+            summary = begin(settings, area=area, record=False)
+        except BaseException as exc:  # no summary without a run folder: say what went wrong
+            raise _as_fastclv_error(exc, settings) from exc
+        claim = None
+        try:
+            # inside: a database that is down still ends in a summary
+            claim = record_start(settings, summary, hold=True)
             results: dict[str, dict[str, Any]] = {}
             for name in STAGES:
                 if stage_enabled(name, settings):
                     with _timed(summary, name, progress):
-                        results[name] = run_stage(name, settings, results, area=area)
+                        results[name] = run_stage(
+                            name, settings, results, area=area, scan_progress=scan_progress
+                        )
                     record_stage(summary, name, results[name])
             summary.status = "succeeded"
         except BaseException as exc:
             fail(summary, exc, settings)
+            mapped = _as_fastclv_error(exc, settings)
+            if mapped is not exc:
+                raise mapped from exc
             raise
         finally:
             summary.timings["total"] = round(time.perf_counter() - t_start, 3)
-            finish(settings, summary, area=area)
+            try:
+                finish(settings, summary, area=area)
+            finally:
+                if claim is not None:
+                    claim.release()
+        write_report(settings, summary, area=area)
     return summary
 
 
@@ -172,12 +197,17 @@ def _new_summary(settings: Settings, started_at: datetime | None = None) -> RunS
     )
 
 
-def record_start(settings: Settings, summary: RunSummary) -> None:
-    """The run's ``running`` row in the ledger (when a database is configured)."""
+def record_start(settings: Settings, summary: RunSummary, *, hold: bool = False) -> Any:
+    """The run's ``running`` row in the ledger (when a database is configured).
+
+    With ``hold`` (one process runs the whole run) the run claims its row until the returned
+    :class:`~fastclv.ledger.RunClaim` is released, so that a later run can tell a killed run's
+    row from a live one's (and mark it ``abandoned``); returns None otherwise.
+    """
     if settings.load and settings.pg_uri:
         from fastclv import ledger
 
-        ledger.start_run(
+        return ledger.start_run(
             settings.pg_uri,
             schema=settings.pg_schema,
             runs_table=settings.runs_table,
@@ -185,7 +215,9 @@ def record_start(settings: Settings, summary: RunSummary) -> None:
             as_of=settings.as_of,
             input=summary.input,
             started_at=summary.started_at,
+            hold=hold,
         )
+    return None
 
 
 # -- the stages ------------------------------------------------------------------------------
@@ -202,6 +234,7 @@ def run_stage(
     earlier: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     area: stage.StagingArea | None = None,
+    scan_progress: ScanProgress | None = None,
 ) -> dict[str, Any]:
     """Run one stage; its result, JSON-ready (what a scheduler's task passes on), with its seconds.
 
@@ -223,9 +256,10 @@ def run_stage(
         log.info("%s: off", name)
         return {}
     t0 = time.perf_counter()
+    log.info("%s: started", name)
     result: dict[str, Any]
     if name == "extract":
-        files = extract_stage(settings, area=area)
+        files = extract_stage(settings, area=area, on_progress=scan_progress)
         result = {"files": files, "reject_rates": reject_rates(files)}
     elif name == "transform":
         done = transform_stage(settings, area=area)
@@ -234,6 +268,8 @@ def run_stage(
             "model": done.model,
             "model_seconds": done.model_seconds,
             "clv_total": done.clv_total,
+            "holdout": done.holdout,
+            "holdout_seconds": done.holdout_seconds,
         }
     elif name == "verify":
         counts, model = (earlier or {})["extract"]["files"], (earlier or {})["transform"]["model"]
@@ -263,14 +299,24 @@ def _describe(name: str, result: Mapping[str, Any]) -> str:
     if name == "transform":
         model = result["model"]
         fitted = "converged" if model.get("converged") else f"not converged ({model.get('reason')})"
-        return f"{result['output_rows']} customers, model {fitted} (model {result['model_seconds']:.2f} s)"
+        backtest = result.get("holdout") or {}
+        held = (
+            f"holdout MAE {backtest['mean_absolute_error']:.3f} per customer"
+            if backtest.get("status") == "ran"
+            else f"holdout {backtest.get('status', 'off')}"
+        )
+        seconds = result["model_seconds"]
+        return f"{result['output_rows']} customers, model {fitted} (model {seconds:.2f} s), {held}"
     if name == "verify":
         checks = result["verify"].get("checks")
         return (
             f"{len(checks)} checks agree" if isinstance(checks, dict) else str(result["verify"].get("status"))
         )
     load = result["load"]
-    return f"{load['rows']} rows into {load['table']} partition {load['partition']}"
+    return (
+        f"{load['rows']} rows into {load['table']} partition {load['partition']} "
+        f"(replacing {load.get('replaced_rows', 0)} rows)"
+    )
 
 
 def reject_rates(files: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
@@ -304,6 +350,9 @@ def record_stage(summary: RunSummary, name: str, result: Mapping[str, Any]) -> N
         summary.model = result["model"]
         summary.clv_total = result["clv_total"]
         summary.timings["model"] = result["model_seconds"]
+        summary.holdout = result.get("holdout")
+        if result.get("holdout_seconds") is not None:
+            summary.timings["holdout"] = result["holdout_seconds"]
     elif name == "verify":
         summary.verify = result["verify"]
     elif name == "load":
@@ -311,7 +360,7 @@ def record_stage(summary: RunSummary, name: str, result: Mapping[str, Any]) -> N
 
 
 def extract_stage(
-    settings: Settings, *, area: stage.StagingArea | None = None
+    settings: Settings, *, area: stage.StagingArea | None = None, on_progress: ScanProgress | None = None
 ) -> dict[str, dict[str, object]]:
     """Validate the inputs and stage them; returns the counts per file (JSON-ready).
 
@@ -325,6 +374,7 @@ def extract_stage(
             settings.as_of,
             delimiter=settings.delimiter,
             storage_options=settings.storage_options,
+            on_progress=on_progress,
         )
         staged.publish(*stage.INPUTS, stage.REJECTS)
     return {name: counts.as_dict() for name, counts in extracted.counts.items()}
@@ -339,13 +389,16 @@ class TransformResult:
     model_seconds: float
     #: Sum of predicted_clv (None when no customer has a prediction).
     clv_total: float | None = None
+    #: The holdout backtest's figures (``status`` "off" when ``holdout_days`` is 0).
+    holdout: dict[str, object] | None = None
+    holdout_seconds: float | None = None
 
 
 def transform_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> TransformResult:
     """Historical columns from the staged inputs, then the predictive model: the output file.
 
     Reads the three validated inputs (fetched when an earlier process staged them);
-    publishes ``customer_ltv.parquet``.
+    publishes ``customer_ltv.parquet``, and ``holdout.parquet`` when the holdout backtest ran.
     """
     with staging_area(settings, area) as staged:
         staged.fetch(*stage.INPUTS)
@@ -391,8 +444,22 @@ def transform_stage(settings: Settings, *, area: stage.StagingArea | None = None
         )
         model_seconds = round(time.perf_counter() - t0, 3)
         staged.publish(stage.OUTPUT)
+        t0 = time.perf_counter()
+        from fastclv import holdout
+
+        backtest = holdout.backtest(
+            run_path / "customers.parquet",
+            run_path / "orders.parquet",
+            settings.as_of,
+            settings.holdout_days,
+            run_path / holdout.HOLDOUT,
+            penalizer=settings.penalizer,
+        )
+        if backtest.status == "ran":
+            staged.publish(holdout.HOLDOUT)
+        holdout_seconds = round(time.perf_counter() - t0, 3)
     total = float(clv_total) if predicted and clv_total is not None else None
-    return TransformResult(int(rows), model, model_seconds, total)
+    return TransformResult(int(rows), model, model_seconds, total, backtest.as_dict(), holdout_seconds)
 
 
 def verify_stage(
@@ -441,16 +508,27 @@ def load_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> 
         "partition": result.partition,
         "rows": result.rows,
         "seconds": result.seconds,
+        "replaced_rows": result.replaced_rows,
     }
 
 
 def describe_error(exc: BaseException, settings: Settings | None = None) -> dict[str, Any]:
     """The error as the summary records it: message (never a traceback, never a secret), type, transient."""
-    if isinstance(exc, FastclvError):
-        error, transient = str(exc) or type(exc).__name__, exc.transient
+    mapped = _as_fastclv_error(exc, settings)
+    if isinstance(mapped, FastclvError):
+        error, transient = str(mapped) or type(mapped).__name__, mapped.transient
     else:
         error, transient = f"internal error: {type(exc).__name__}: {exc}", False
-    return {"error": redact(error, settings), "error_type": type(exc).__name__, "transient": transient}
+    return {"error": redact(error, settings), "error_type": type(mapped).__name__, "transient": transient}
+
+
+def _as_fastclv_error(exc: BaseException, settings: Settings | None) -> BaseException:
+    """``exc``, or the staging error it is (a full disk, a read-only or unusable staging folder)."""
+    if isinstance(exc, FastclvError) or settings is None:
+        return exc
+    return (
+        stage.staging_error(exc, stage.StagingArea.for_run(settings.staging, settings.as_of).location) or exc
+    )
 
 
 def fail(summary: RunSummary, exc: BaseException, settings: Settings | None = None) -> None:
@@ -505,23 +583,34 @@ def finish(settings: Settings, summary: RunSummary, *, area: stage.StagingArea |
     """
     summary.finished_at = datetime.now(UTC)
     summary_error: FastclvError | None = None
+    raise_it = False
     with staging_area(settings, area) as staged:
+        summary.report = staged.uri(REPORT)  # written after the ledger row (write_report)
         try:
             staged.write_json(stage.SUMMARY, summary.as_dict())
         except (FastclvError, OSError) as exc:
             log.error("could not write %s: %s", staged.uri(stage.SUMMARY), exc)
+            mapped = _as_fastclv_error(exc, settings)
             summary_error = (
-                exc
-                if isinstance(exc, FastclvError)
+                mapped
+                if isinstance(mapped, FastclvError)
                 else TransientError(f"cannot write {staged.uri(stage.SUMMARY)}: {exc}. Hint: check the disk.")
             )
+            if summary.status == "succeeded" and summary.load:
+                # The table is loaded and the ledger will say so: that is the run's outcome.
+                missing = staged.uri(stage.SUMMARY)
+                summary.warnings.append(f"the run loaded, but {missing} was not written: {summary_error}")
+                summary_error = None
+            elif summary.status == "succeeded":  # nothing loaded: the staged folder is the result
+                _failed(summary, describe_error(summary_error, settings))
+                raise_it = True
         _record(settings, summary)
         if summary.status == "succeeded" and summary_error is None:
             staged.finish(succeeded=True)
     from fastclv import metrics
 
     metrics.emit(summary.as_dict(), statsd_host=settings.statsd_host, prefix=settings.statsd_prefix)
-    if summary_error is not None and summary.status == "succeeded":
+    if raise_it and summary_error is not None:
         raise summary_error
 
 
@@ -541,7 +630,7 @@ def _record(settings: Settings, summary: RunSummary) -> None:
                 finished_at=summary.finished_at,
                 counts=summary.files,
                 output_rows=summary.output_rows,
-                model=summary.model,
+                model=_ledger_model(summary),
                 timings=summary.timings,
                 error=summary.error,
                 as_of=summary.as_of,
@@ -555,3 +644,50 @@ def _record(settings: Settings, summary: RunSummary) -> None:
                 log.debug("could not record run %s in the ledger: %s", summary.run_id, exc)
             else:
                 log.error("could not record run %s in the ledger: %s", summary.run_id, exc)
+
+
+def _ledger_model(summary: RunSummary) -> dict[str, object] | None:
+    """The ledger's ``model`` column: the fit, with the holdout figures and the total CLV."""
+    if summary.model is None and summary.holdout is None:
+        return None
+    return {**(summary.model or {}), "holdout": summary.holdout, "clv_total": summary.clv_total}
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def write_report(
+    settings: Settings, summary: RunSummary | None = None, *, area: stage.StagingArea | None = None
+) -> str | None:
+    """Write the run's ``report.html`` next to its staged files; its location, or None.
+
+    Best effort: a report that cannot be written is logged (and the summary's ``report`` set to
+    None) but never fails the run. Without ``summary``, the staged summary.json is read (what
+    ``fastclv report`` and the DAG's report task do). With a database configured, the report shows
+    the earlier dates of the ledger.
+    """
+    from fastclv import report
+
+    try:
+        with staging_area(settings, area) as staged:
+            data = summary.as_dict() if summary is not None else staged.read_json(stage.SUMMARY)
+            staged.fetch(*(name for name in (stage.OUTPUT, stage.REJECTS) if staged.exists(name)))
+            history: list[report.HistoryRow] = []
+            if settings.load and settings.pg_uri:
+                from fastclv import ledger
+
+                try:
+                    history = ledger.history(settings.pg_uri, schema=settings.pg_schema,
+                                             runs_table=settings.runs_table)  # fmt: skip
+                except FastclvError as exc:
+                    log.warning("report: no history of earlier dates (%s)", exc)
+            report.write(staged.local_dir(), data, history)
+            staged.publish(REPORT)
+            location = staged.uri(REPORT)
+    except Exception as exc:  # noqa: BLE001 - the report never fails a run
+        log.warning("could not write the run report: %s", redact(f"{type(exc).__name__}: {exc}", settings))
+        if summary is not None:
+            summary.report = None
+        return None
+    log.info("report: %s", location)
+    return location
