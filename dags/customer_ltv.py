@@ -280,7 +280,7 @@ def customer_ltv() -> None:
         raise RunFailed(f"the run for as-of {summary.as_of} failed in task {failed}, {summary.error} "
                         f"(report: {summary.report})")  # fmt: skip
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    @task
     def report() -> str | None:
         """Write the run's HTML report from its staged files; never fails (the load is done)."""
         public = (current()["ti"].xcom_pull(task_ids="begin") or {}).get("settings") or _public(current())
@@ -292,7 +292,8 @@ def customer_ltv() -> None:
 
     run: Any = begin()  # XComArgs: the tasks' return values, resolved when the downstream task runs
     extracted, transformed = extract(run), transform(run)
-    chain(run, extracted, transformed, verify(run, extracted, transformed), load(run), finish(), report())
+    checked = verify(run, extracted, transformed)
+    chain(run, extracted, transformed, checked, load(run), finish(), report().as_teardown())
 
 
 customer_ltv()

@@ -322,9 +322,10 @@ def _print_outcome(summary: Any) -> None:
         )
     from fastclv import storage
 
-    out.print(f"staged: {storage.join(summary.staging, summary.as_of.isoformat())}", highlight=False)
+    staged = storage.join(summary.staging, summary.as_of.isoformat())
+    out.print(f"staged: {staged}", highlight=False, soft_wrap=True)  # paths stay whole, to copy
     if summary.report:
-        out.print(f"report: {summary.report}", highlight=False)
+        out.print(f"report: {summary.report}", highlight=False, soft_wrap=True)
     for warning in summary.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
@@ -521,7 +522,7 @@ def report(
                 f"the report of {run_area.location} could not be written (see the warning above). "
                 "Hint: rerun with --verbose for details."
             )
-    out.print(f"report: {written}", highlight=False)
+    out.print(f"report: {written}", highlight=False, soft_wrap=True)  # a path stays whole
 
 
 @app.command()

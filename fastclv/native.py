@@ -29,6 +29,10 @@ FormatError = _native.FormatError
 InternalError = _native.InternalError
 
 
+#: One step of a scan as the scan thread hands it over: its batches, then rows and bytes so far.
+_Step = tuple[list[_native.Batch], int, int]
+
+
 class Scan:
     """One input file: its header at once, then its batches.
 
@@ -48,6 +52,9 @@ class Scan:
         self, source: str | Any, kind: str, delimiter: str = ",", *, chunk_bytes: int = 0, threads: int = 0
     ) -> None:
         self._scan = _native.Scan(source, kind, delimiter, chunk_bytes, threads)
+        #: (rows, bytes) as of the last step handed out, once :meth:`batches` runs: the scan
+        #: thread holds the scanner while it parses, so the counters are read there, between steps.
+        self._progress: tuple[int, int] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -57,12 +64,12 @@ class Scan:
     @property
     def bytes_read(self) -> int:
         """Bytes of the file read so far."""
-        return int(self._scan.bytes_read)
+        return self._progress[1] if self._progress is not None else int(self._scan.bytes_read)
 
     @property
     def rows(self) -> int:
         """Data rows numbered so far."""
-        return int(self._scan.rows)
+        return self._progress[0] if self._progress is not None else int(self._scan.rows)
 
     def batches(self, positions: list[int | None], *, prefetch: int = 2) -> Iterator[pa.RecordBatch]:
         """Scan the data rows; ``positions`` gives each contract column's field index.
@@ -71,15 +78,17 @@ class Scan:
         the GIL), so that parsing overlaps whatever the caller does with each batch.
         """
         self._scan.start(positions)
-        steps: queue.Queue[list[_native.Batch] | BaseException | None] = queue.Queue(maxsize=max(1, prefetch))
+        self._progress = (int(self._scan.rows), int(self._scan.bytes_read))
+        steps: queue.Queue[_Step | BaseException | None] = queue.Queue(maxsize=max(1, prefetch))
         stop = threading.Event()
 
         def produce() -> None:
             try:
                 for step in self._scan:
+                    counted = (step, int(self._scan.rows), int(self._scan.bytes_read))
                     while not stop.is_set():
                         try:
-                            steps.put(step, timeout=0.1)
+                            steps.put(counted, timeout=0.1)
                             break
                         except queue.Full:
                             continue
@@ -95,11 +104,14 @@ class Scan:
             while (item := steps.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                for batch in item:
+                batches, rows, done = item
+                self._progress = (rows, done)
+                for batch in batches:
                     yield pa.record_batch(batch)
         finally:
             stop.set()
             worker.join()
+            self._progress = (int(self._scan.rows), int(self._scan.bytes_read))
 
 
 def empty_batch(kind: str) -> pa.RecordBatch:

@@ -22,6 +22,7 @@ stage needs when an earlier stage ran in another process or on another machine.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -180,13 +181,15 @@ def run_lock(area: StagingArea, run_id: str, *, wait_s: float = 6 * 3600.0) -> I
                             "Hint: let it finish (or stop it), then retry this run."
                         ) from None
                     time.sleep(0.2)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"run {run_id} (pid {os.getpid()}, since {time.strftime('%Y-%m-%dT%H:%M:%S%z')})\n")
-        handle.flush()
+        with writing(root):  # who holds it, for a run that waits (best said, not required)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"run {run_id} (pid {os.getpid()}, since {time.strftime('%Y-%m-%dT%H:%M:%S%z')})\n")
+            handle.flush()
         yield
     finally:
-        handle.close()  # releases the lock
+        with contextlib.suppress(OSError):  # a failed flush (a full disk) is reported above
+            handle.close()  # releases the lock
 
 
 def prepare_run_dir(path: Path) -> None:

@@ -33,6 +33,7 @@ NOT_DEFAULT: dict[str, tuple[str, object]] = {
     "margin": ("0.3", 0.3),
     "discount_rate": ("0.02", 0.02),
     "penalizer": ("0.1", 0.1),
+    "holdout_days": ("30", 30),
     "reject_rate_threshold": ("0.2", 0.2),
     "storage_options": ('{"aws_region": "eu-west-1"}', {"aws_region": "eu-west-1"}),
     "statsd_host": ("statsd:9125", "statsd:9125"),

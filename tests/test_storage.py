@@ -37,7 +37,9 @@ SAMPLE = Path(__file__).parent.parent / "data" / "sample"
 CSVS = ("customers.csv", "orders.csv", "order_items.csv")
 BUCKET = "fastclv-test"
 FASTCLV = [sys.executable, "-m", "fastclv.cli"]
-STAGED = {*stage.INPUTS, stage.REJECTS, stage.OUTPUT, stage.SUMMARY}
+STAGED = {*stage.INPUTS, stage.REJECTS, stage.OUTPUT, stage.SUMMARY, "holdout.parquet"}
+#: What a whole run publishes: the staged files and the run's report.
+STAGED_BY_RUN = {*STAGED, "report.html"}
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +152,7 @@ def test_s3_run_loads_the_same_table_as_a_local_run_and_stays_queryable(
 
     # The staged objects, whole, and nothing else (no work files, no temporary names).
     prefix = staging.removeprefix(f"s3://{BUCKET}/") + f"/{D}/"
-    assert _keys(s3, prefix) == STAGED
+    assert _keys(s3, prefix) == STAGED_BY_RUN
     summary = json.loads(s3.get_object(Bucket=BUCKET, Key=prefix + stage.SUMMARY)["Body"].read())
     assert summary["status"] == "succeeded"
     assert summary["staging"] == staging

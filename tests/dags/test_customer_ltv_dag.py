@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import shutil
 import socket
@@ -167,10 +168,13 @@ def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
 
     assert dagbag.import_errors == {}
     dag = dagbag.get_dag("customer_ltv")
-    assert [t.task_id for t in dag.topological_sort()] == [*STAGES, "finish"]
-    for upstream, downstream in zip(STAGES, [*STAGES[1:], "finish"], strict=True):
+    assert [t.task_id for t in dag.topological_sort()] == [*STAGES, "finish", "report"]
+    tasks = [*STAGES, "finish", "report"]
+    for upstream, downstream in itertools.pairwise(tasks):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.get_task("finish").trigger_rule == "all_done"
+    # The report runs whatever happened, and as a teardown its outcome never decides the run's.
+    assert dag.get_task("report").is_teardown
     assert isinstance(dag.timetable, CronTriggerTimetable)
     assert dag.timetable.expression == "5 0 * * *"
     assert str(dag.timetable.timezone) == "UTC"
@@ -178,7 +182,7 @@ def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
     assert dag.max_active_runs == 1
     assert set(dag.params) == {
         "as_of", "input", "staging", "schema", "horizon_months", "margin", "discount_rate",
-        "reject_rate_threshold",
+        "reject_rate_threshold", "holdout_days",
     }  # fmt: skip
     assert all(dag.params[name] is None for name in dag.params)  # defaults come from the env
     alert = _dag_module(dag).alert_on_failure
@@ -400,7 +404,7 @@ def _received(udp: socket.socket) -> str:
 
 def _semicolon_input(folder: Path) -> Path:
     """Generated, clean input rewritten with ';' as the delimiter (and its expected counts)."""
-    from fastclv.generate import generate
+    from fastclv.testing import generate
 
     generate(folder / "comma", customers=60, seed=5, dirty_rows=0, as_of=date(2025, 12, 31))
     out = folder / "semicolon"
@@ -431,7 +435,8 @@ def test_every_setting_reaches_every_task_and_duckdb_memory_limit_is_no_longer_i
         "statsd_prefix": "dagtest.fastclv", "duckdb_memory_limit": "256MB",
         "run_id": "dag-test-run", "storage_options": '{"aws_region": "eu-west-1"}',
     }  # fmt: skip
-    params = {"horizon_months": 6, "margin": 0.5, "discount_rate": 0.02, "reject_rate_threshold": 0.5}
+    params = {"horizon_months": 6, "margin": 0.5, "discount_rate": 0.02, "reject_rate_threshold": 0.5,
+              "holdout_days": 30}  # fmt: skip
     by_param = {"as_of", "staging", "pg_schema", "pg_uri", *params}  # the fixture sets staging, schema
     assert {f.name for f in fields(Settings)} == set(variables) | by_param  # a new field needs a value here
     for name, value in variables.items():
@@ -462,6 +467,10 @@ def test_every_setting_reaches_every_task_and_duckdb_memory_limit_is_no_longer_i
     assert summary["settings"] == {
         "horizon_months": 6, "margin": 0.5, "discount_rate": 0.02, "penalizer": 0.001, "delimiter": ";",
     }  # fmt: skip
+    assert summary["holdout"]["holdout_days"] == 30  # the param reached the transform's backtest
+    report = env / "2025-12-31" / "report.html"  # the report task wrote it, with the ledger's history
+    assert summary["report"] == str(report)
+    assert "Earlier dates (from the run ledger)" in report.read_text()
     assert "dagtest.fastclv.run.succeeded:1" in _received(statsd)
 
 
