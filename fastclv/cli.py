@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fastclv.config import Settings, parse_date, parse_option_pairs, storage_options_from_env
-from fastclv.errors import ConfigError, FastclvError, TerminalError
+from fastclv.errors import ConfigError, FastclvError, TerminalError, printable
 from fastclv.secrets import redact
 
 app = typer.Typer(
@@ -91,15 +91,20 @@ def _user_errors(verbose: bool) -> Iterator[None]:
         raise _fail(exc, verbose) from None
 
 
+def _safe(text: str) -> str:
+    """Text from anywhere (data included) as rich prints it: markup and control characters escaped."""
+    return escape(printable(text, keep="\n"))
+
+
 def _fail(exc: BaseException, verbose: bool) -> typer.Exit:
     """Turn an exception into a one-paragraph message and an exit code (no traceback)."""
     if isinstance(exc, FastclvError):
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {_safe(str(exc))}", highlight=False, soft_wrap=True)
         return typer.Exit(exc.exit_code)
     if verbose:
         err.print_exception()
     err.print(
-        f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+        f"[bold red]internal error:[/] {type(exc).__name__}: {_safe(str(exc))}\n"
         "Hint: this is a bug in fastclv; rerun with --verbose for details and report it.",
         highlight=False,
         soft_wrap=True,
@@ -300,7 +305,7 @@ def _print_outcome(summary: Any) -> None:
     if model.get("converged"):
         out.print("model: converged (BG/NBD and Gamma-Gamma)", highlight=False)
     else:
-        out.print(f"[yellow]model: not converged:[/] {escape(str(model.get('reason')))}", highlight=False)
+        out.print(f"[yellow]model: not converged:[/] {_safe(str(model.get('reason')))}", highlight=False)
     backtest = summary.holdout or {}
     if backtest.get("status") == "ran":
         out.print(
@@ -310,7 +315,7 @@ def _print_outcome(summary: Any) -> None:
             highlight=False,
         )
     elif backtest:
-        reason = escape(str(backtest.get("reason")))
+        reason = _safe(str(backtest.get("reason")))
         out.print(f"holdout: {backtest.get('status')}: {reason}", highlight=False)
     if summary.load:
         replaced = summary.load.get("replaced_rows", 0)
@@ -327,7 +332,7 @@ def _print_outcome(summary: Any) -> None:
     if summary.report:
         out.print(f"report: {summary.report}", highlight=False, soft_wrap=True)
     for warning in summary.warnings:
-        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {_safe(warning)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -594,7 +599,7 @@ def _sql_prompt(explore: Any, con: Any, fmt: str, max_rows: int, queried: str) -
             _print_result(explore, con, statement, fmt, max_rows, queried)
         except FastclvError as exc:
             failed += 1
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {_safe(str(exc))}", highlight=False, soft_wrap=True)
     return failed
 
 

@@ -49,6 +49,14 @@ class LoadError(TerminalError):
     """PostgreSQL rejected the load for a reason a retry will not fix."""
 
 
-def printable(text: str) -> str:
-    r"""``text`` with control characters escaped (``\x1b``), safe to print to a terminal."""
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text)
+def printable(text: str, *, keep: str = "") -> str:
+    r"""``text`` with control characters escaped (``\x1b``), safe to print to a terminal.
+
+    Characters in ``keep`` (a message's own line breaks, ``"\n"``) are left as they are.
+
+    >>> printable("id\x1b[2J\n", keep="\n")
+    'id\\x1b[2J\n'
+    """
+    return "".join(
+        c if c.isprintable() or c == " " or c in keep else c.encode("unicode_escape").decode() for c in text
+    )

@@ -316,3 +316,41 @@ def test_a_killed_run_is_marked_abandoned_by_the_next_run(
     assert runs[run_id][0] == "abandoned"
     assert "ended without recording its outcome" in runs[run_id][1]
     assert sorted(s for s, _ in runs.values()) == ["abandoned", "succeeded"]
+
+
+# -- item 6 ----------------------------------------------------------------------------------------
+
+
+def test_item6_escape_codes_from_data_never_reach_the_terminal_in_an_error(tmp_path: Path) -> None:
+    """The error naming a customer whose total overflows numeric(18,2) shows its id escaped."""
+    hostile = "C1\x1b[2J\x1b]0;PWNED\x07"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "customers.csv").write_text(f"customer_id,signup_date,country\n{hostile},2024-01-01,DE\n")
+    (folder / "orders.csv").write_text(
+        f"order_id,customer_id,order_ts,status\nO1,{hostile},2025-01-02,completed\n"
+    )
+    (folder / "order_items.csv").write_text(
+        "order_id,sku,quantity,unit_price,discount\nO1,S,2,9999999999999999.99,\n"
+    )
+    done = subprocess.run(
+        [
+            *FASTCLV,
+            "run",
+            "--input",
+            str(folder),
+            "--staging",
+            str(tmp_path / "st"),
+            "--as-of",
+            D,
+            "--no-load",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr  # terminal: not retried
+    assert "exceeds numeric(18,2)" in done.stderr
+    assert "\x1b" not in done.stderr
+    assert "\x07" not in done.stderr
+    assert "C1\\x1b[2J\\x1b]0;PWNED\\x07" in done.stderr.replace("\n", "")
