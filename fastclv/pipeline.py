@@ -148,7 +148,7 @@ def run(
             finally:
                 if claim is not None:
                     claim.release()
-        write_report(settings, summary, area=area)
+                write_report(settings, summary, area=area)  # a failed run's report says why; never raises
     return summary
 
 

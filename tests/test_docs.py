@@ -56,7 +56,7 @@ def test_the_docs_link_only_to_files_that_exist(page: Path) -> None:
         assert (page.parent / target).exists(), f"{page.name} links to a missing {target}"
 
 
-def test_the_readmes_airflow_steps_work_when_pasted() -> None:
+def test_the_airflow_pages_steps_work_when_pasted() -> None:
     """Issue 14 item 9: the docs' Airflow page's 'Trying it locally' block runs as written.
 
     Every line but ``uv sync`` (CI has just built the environment, and the copy here has no

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from fastclv import pipeline, stage
 from fastclv.config import Settings
-from fastclv.errors import ConfigError, TransientError
+from fastclv.errors import ConfigError, InputError, TransientError
 
 AS_OF = date(2025, 12, 31)
 D = AS_OF.isoformat()
@@ -354,3 +354,15 @@ def test_item6_escape_codes_from_data_never_reach_the_terminal_in_an_error(tmp_p
     assert "\x1b" not in done.stderr
     assert "\x07" not in done.stderr
     assert "C1\\x1b[2J\\x1b]0;PWNED\\x07" in done.stderr.replace("\n", "")
+
+
+def test_a_failed_run_writes_a_report_that_says_why(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    shutil.copytree(SAMPLE, folder)
+    orders = (folder / "orders.csv").read_text().splitlines()
+    (folder / "orders.csv").write_text("\n".join([orders[0].replace("status", "state"), *orders[1:]]) + "\n")
+    with pytest.raises(InputError, match="required column 'status'"):
+        pipeline.run(Settings(input=str(folder), staging=str(tmp_path / "st"), as_of=AS_OF, load=False))
+    page = (tmp_path / "st" / D / "report.html").read_text()
+    assert 'class="status failed"' in page
+    assert "required column &#x27;status&#x27; is missing" in page

@@ -1,7 +1,7 @@
 """The contract rules the baseline contenders share, written from CONTRACT.md (not from fastclv).
 
 The contenders are independent implementations of /work/shared/CONTRACT.md and of the
-decisions README.md lists where the contract is silent (RFC 4180 records, row numbers,
+decisions docs/contract-decisions.md lists where the contract is silent (RFC 4180 records, row numbers,
 header matching, timestamp details). They deliberately import nothing from ``fastclv``, so
 that agreeing with fastclv means something.
 """
