@@ -213,13 +213,14 @@ def _run_with_progress(pipeline: Any, settings: Settings) -> Any:
     the scan's progress every 10 s are logged to stderr, so a long run is never silent.
     """
     if not err.is_terminal:
-        logger = logging.getLogger("fastclv")
-        if logger.getEffectiveLevel() > logging.INFO:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-            logger.propagate = False
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        for name in ("fastclv.pipeline", "fastclv.extract"):  # the stages, and the scan's progress
+            logger = logging.getLogger(name)
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.addHandler(handler)
+                logger.setLevel(logging.INFO)
+                logger.propagate = False
         return pipeline.run(settings)
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 

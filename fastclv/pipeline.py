@@ -673,7 +673,9 @@ def write_report(
             data = summary.as_dict() if summary is not None else staged.read_json(stage.SUMMARY)
             staged.fetch(*(name for name in (stage.OUTPUT, stage.REJECTS) if staged.exists(name)))
             history: list[report.HistoryRow] = []
-            if settings.load and settings.pg_uri:
+            # A run that did not load may have failed on the database: do not ask it again.
+            loaded = summary is None or summary.load is not None
+            if settings.load and settings.pg_uri and loaded:
                 from fastclv import ledger
 
                 try:
@@ -689,5 +691,4 @@ def write_report(
         if summary is not None:
             summary.report = None
         return None
-    log.info("report: %s", location)
     return location
