@@ -422,6 +422,16 @@ def pg_status(
     out.print(redact(server.uri), highlight=False)
 
 
+def _staged_run(staging: str | None, as_of: str | None, storage_option: list[str] | None) -> tuple[str, Any]:
+    """The staging root and its staged run ``S/D`` (the latest when no date), with the storage options."""
+    from fastclv import explore
+
+    root = staging or explore.default_staging()
+    options = _storage_options(storage_option)
+    area = explore.run_folder(root, _date_option(as_of), succeeded_only=False, storage_options=options)
+    return root, area
+
+
 @app.command()
 def verify(
     staging: Annotated[
@@ -443,15 +453,11 @@ def verify(
 ) -> None:
     """Cross-check a staged run with DuckDB again (exit 3 on a mismatch, with a report)."""
     _setup_logging(verbose)
-    from fastclv import explore, stage
+    from fastclv import stage
     from fastclv.verify import verify_staged
 
     with _user_errors(verbose):
-        root = staging or explore.default_staging()
-        options = _storage_options(storage_option)
-        run_area = explore.run_folder(
-            root, _date_option(as_of), succeeded_only=False, storage_options=options
-        )
+        root, run_area = _staged_run(staging, as_of, storage_option)
         summary = run_area.read_json(stage.SUMMARY)
         recorded = summary.get("settings") or {}  # what the run used, unless overridden here
         settings = Settings.from_env(
@@ -509,17 +515,13 @@ def report(
 ) -> None:
     """Rebuild a staged run's HTML report (S/D/report.html) from its staged files."""
     _setup_logging(verbose)
-    from fastclv import explore, pipeline
+    from fastclv import pipeline
 
     with _user_errors(verbose):
-        root = staging or explore.default_staging()
-        options = _storage_options(storage_option)
-        run_area = explore.run_folder(
-            root, _date_option(as_of), succeeded_only=False, storage_options=options
-        )
+        root, run_area = _staged_run(staging, as_of, storage_option)
         settings = Settings.from_env(
             input="-", staging=str(root), as_of=date.fromisoformat(run_area.name), pg_uri=pg_uri,
-            pg_schema=pg_schema, storage_options=options,
+            pg_schema=pg_schema, storage_options=run_area.storage_options,
         )  # fmt: skip
         settings = settings.replace(load=bool(settings.pg_uri))
         written = pipeline.write_report(settings, area=run_area)

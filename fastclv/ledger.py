@@ -82,9 +82,7 @@ def start_run(
     )
     owner = SESSION_OWNER if hold else TASK_OWNER
     params = (run_id, as_of, _utc(started_at), redact(input, pg_uri=pg_uri), owner)
-    conn = _write_ledger(
-        pg_uri, schema, runs_table, run_id, sql, params, keep=hold, before=_mark_abandoned, hold=hold
-    )
+    conn = _write_ledger(pg_uri, schema, runs_table, run_id, sql, params, before=_mark_abandoned, hold=hold)
     return RunClaim(conn, run_id) if conn is not None else None
 
 
@@ -201,14 +199,13 @@ def _write_ledger(
     sql: str,
     params: tuple[Any, ...],
     *,
-    keep: bool = False,
     before: Callable[[pg.Cursor, str, str, str], None] | None = None,
     hold: bool = False,
 ) -> pg.Connection | None:
-    """Run one ledger statement; with ``keep`` return the open connection (else close it).
+    """Run one ledger statement (``before`` first, in the same transaction).
 
-    ``before`` runs first in the same transaction; with ``hold`` the session takes the run's
-    advisory lock (held until the connection closes).
+    With ``hold`` the session takes the run's advisory lock and the open connection, which holds
+    it until closed, is returned; otherwise the connection is closed and None returned.
     """
     check_identifier(schema, "schema")
     check_identifier(runs_table, "runs table")
@@ -232,7 +229,7 @@ def _write_ledger(
     except BaseException:
         close(conn)
         raise
-    if keep:
+    if hold:
         return conn
     close(conn)
     return None

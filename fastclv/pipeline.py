@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import polars as pl
 
-from fastclv import stage
+from fastclv import stage, storage
 from fastclv.config import Settings
 from fastclv.errors import ConfigError, FastclvError, TerminalError, TransientError
 from fastclv.extract import ScanProgress, extract
@@ -120,8 +120,8 @@ def run(
         t_start = time.perf_counter()
         try:
             summary = begin(settings, area=area, record=False)
-        except BaseException as exc:  # no summary without a run folder: say what went wrong
-            raise _as_fastclv_error(exc, settings) from exc
+        except BaseException as exc:  # noqa: BLE001 - re-raised: no summary without a run folder
+            _reraise(exc, settings)
         claim = None
         try:
             # inside: a database that is down still ends in a summary
@@ -135,12 +135,9 @@ def run(
                         )
                     record_stage(summary, name, results[name])
             summary.status = "succeeded"
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
             fail(summary, exc, settings)
-            mapped = _as_fastclv_error(exc, settings)
-            if mapped is not exc:
-                raise mapped from exc
-            raise
+            _reraise(exc, settings)
         finally:
             summary.timings["total"] = round(time.perf_counter() - t_start, 3)
             try:
@@ -522,13 +519,19 @@ def describe_error(exc: BaseException, settings: Settings | None = None) -> dict
     return {"error": redact(error, settings), "error_type": type(mapped).__name__, "transient": transient}
 
 
+def _reraise(exc: BaseException, settings: Settings) -> NoReturn:
+    """Raise ``exc``, or the staging error it is (see :func:`_as_fastclv_error`), from it."""
+    mapped = _as_fastclv_error(exc, settings)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
+
+
 def _as_fastclv_error(exc: BaseException, settings: Settings | None) -> BaseException:
     """``exc``, or the staging error it is (a full disk, a read-only or unusable staging folder)."""
     if isinstance(exc, FastclvError) or settings is None:
         return exc
-    return (
-        stage.staging_error(exc, stage.StagingArea.for_run(settings.staging, settings.as_of).location) or exc
-    )
+    return stage.staging_error(exc, storage.join(settings.staging, settings.as_of.isoformat())) or exc
 
 
 def fail(summary: RunSummary, exc: BaseException, settings: Settings | None = None) -> None:

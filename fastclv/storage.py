@@ -346,6 +346,7 @@ class Reader:
         self._handle = handle
         self._store = found
         self._path = path
+        self._closed = False
 
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes from the current position (all the rest when negative)."""
@@ -379,14 +380,16 @@ class Reader:
 
     @property
     def closed(self) -> bool:  # noqa: D102
-        return False
+        return self._closed
 
     @property
     def size(self) -> int:  # noqa: D102
         return int(self._handle.size)
 
     def close(self) -> None:  # noqa: D102
-        self._handle.close()
+        if not self._closed:
+            self._handle.close()
+            self._closed = True
 
     def __enter__(self) -> Reader:
         return self

@@ -43,6 +43,11 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]
     )
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``fastclv ARGS`` to the end, its output captured (the exit code is the test's to check)."""
+    return subprocess.run([*FASTCLV, *args], capture_output=True, text=True, check=False)
+
+
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[object]:
     """Mount small tmpfs file systems under tmp_path (as root); unmounted afterwards."""
@@ -94,12 +99,7 @@ def test_item2_a_full_disk_is_a_transient_staging_error_naming_the_location(tmpf
     assert f"staging location {root / 'st' / D}" in message
     assert "encoding" not in message  # no input-read hint for a write
     assert "orders.csv: cannot read" not in message
-    done = subprocess.run(
-        [*FASTCLV, "run", "--input", str(SAMPLE), "--staging", str(root / "cli"), "--as-of", D, "--no-load"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("run", "--input", str(SAMPLE), "--staging", str(root / "cli"), "--as-of", D, "--no-load")
     assert done.returncode == 75, done.stderr  # transient: the scheduler retries
     assert "no space left on the device" in done.stderr
     assert "internal error" not in done.stderr
@@ -117,12 +117,7 @@ def test_item2_read_only_or_not_a_folder_staging_is_a_config_error(tmpfs: object
     with pytest.raises(ConfigError, match="is not a folder") as caught:
         pipeline.run(base.replace(staging=str(a_file / "st")))
     assert str(a_file / "st") in str(caught.value)
-    done = subprocess.run(
-        [*FASTCLV, "run", "--input", str(SAMPLE), "--staging", str(a_file), "--as-of", D, "--no-load"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("run", "--input", str(SAMPLE), "--staging", str(a_file), "--as-of", D, "--no-load")
     assert done.returncode == 2, done.stderr
     assert "internal error" not in done.stderr
 
@@ -164,12 +159,7 @@ def test_item3_a_loaded_run_whose_summary_cannot_be_written_still_succeeded(
 
 
 def test_item14_off_a_terminal_each_stage_is_logged_with_rows_and_seconds(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [*FASTCLV, "run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", D, "--no-load"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--as-of", D, "--no-load")
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     for name in ("extract", "transform", "verify"):
@@ -234,22 +224,8 @@ def test_a_run_writes_its_report_and_holdout_and_the_report_command_rebuilds_it(
     assert model["clv_total"] == pytest.approx(staged["clv_total"])
 
     page.unlink()
-    done = subprocess.run(
-        [
-            *FASTCLV,
-            "report",
-            "--staging",
-            str(tmp_path),
-            "--as-of",
-            D,
-            "--pg-uri",
-            pg_uri,
-            "--schema",
-            pg_schema,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    done = run_cli(
+        "report", "--staging", str(tmp_path), "--as-of", D, "--pg-uri", pg_uri, "--schema", pg_schema
     )
     assert done.returncode == 0, done.stderr
     assert f"report: {page}" in done.stdout
@@ -309,7 +285,7 @@ def test_a_killed_run_is_marked_abandoned_by_the_next_run(
     assert started
     victim.kill()
     victim.communicate(timeout=30)
-    done = subprocess.run([*FASTCLV, *args], capture_output=True, text=True, check=False)
+    done = run_cli(*args)
     assert done.returncode == 0, done.stderr
     with psycopg.connect(pg_uri) as conn:
         runs = {r: (s, e) for r, s, e in conn.execute(query).fetchall()}
@@ -333,21 +309,8 @@ def test_item6_escape_codes_from_data_never_reach_the_terminal_in_an_error(tmp_p
     (folder / "order_items.csv").write_text(
         "order_id,sku,quantity,unit_price,discount\nO1,S,2,9999999999999999.99,\n"
     )
-    done = subprocess.run(
-        [
-            *FASTCLV,
-            "run",
-            "--input",
-            str(folder),
-            "--staging",
-            str(tmp_path / "st"),
-            "--as-of",
-            D,
-            "--no-load",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    done = run_cli(
+        "run", "--input", str(folder), "--staging", str(tmp_path / "st"), "--as-of", D, "--no-load"
     )
     assert done.returncode == 1, done.stderr  # terminal: not retried
     assert "exceeds numeric(18,2)" in done.stderr
