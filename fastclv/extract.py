@@ -5,18 +5,24 @@ each file, in contract order (customers, orders, items), goes through:
 
 1. *scan* (the native scanner, :mod:`fastclv.native`): the file is read once, in compiled code
    on every core: records, fields and every row-level check (``malformed_row`` ..
-   ``discount_exceeds_amount``), giving typed values, a 64-bit hash of the key, each record's
-   byte range and, for a rejected row, its first reason and raw text. The batches stream into
-   an LZ4 Arrow IPC work file (``_work/<file>.checked.arrow``); nothing is held in memory.
-2. *resolve* (streaming Polars queries over that file): only the rows that passed the scan go
-   on, with the columns the joins need. Repeated keys are found on the key hash and settled
-   on the text (exact duplicates dropped, every row of a conflicting key rejected); foreign
-   keys are joined on a hash of the key against the file staged just before and confirmed on
-   the text (a text join when two parent keys share a hash). Valid rows are staged as
-   ``<run>/<file>.parquet``, with their parent's row number; rejects go to a per-file part.
-3. *rejects*: the parts are concatenated into ``<run>/rejects.parquet``. Rows rejected in
-   step 2 get their raw text by reading their byte ranges back from the input: no second
-   pass over a file.
+   ``discount_exceeds_amount``), giving typed values, a 64-bit hash of the key (an item's
+   order_id), each record's byte range and, for a rejected row, its first reason and raw
+   text. The scanner splits its batches by key hash: the rejected rows stream to one LZ4
+   Arrow IPC work file, the passing ones to one work file per key-hash bucket
+   (``_work/<file>.b<k>.arrow``); nothing is held in memory.
+2. *resolve*, one bucket at a time (streaming Polars queries): every row of one key, and an
+   order with all its items, fall in the same bucket (customers are one bucket, and every
+   order bucket looks its customer up in all of them), so each rule is decided inside a
+   bucket, and the hash tables hold about :data:`BUCKET_BYTES` of input whatever the file's
+   size. Repeated keys are found on the key hash and settled on the text (exact duplicates
+   dropped, every row of a conflicting key rejected); foreign keys are joined on a hash of
+   the key and confirmed on the text (a text join when two parent keys share a hash).
+   Valid rows are staged as ``<run>/<file>.parquet`` with their parent's row number: in row
+   order when the file is one bucket, else bucket after bucket (row order inside each), by
+   one streamed copy of the buckets' Arrow work files.
+3. *rejects*: the scanner's rejects and the later ones merge, in row order, into
+   ``<run>/rejects.parquet``. Rows rejected in step 2 get their raw text by reading their
+   byte ranges back from the input: no second pass over a file.
 
 Validation never looks at the as-of date; only the ``after_as_of`` counts do.
 """
@@ -28,12 +34,13 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from fastclv import files, native, stage, storage
 from fastclv.contract import (
@@ -209,6 +216,7 @@ def extract(
     storage_options: Mapping[str, str] | None = None,
     chunk_bytes: int = 0,
     threads: int = 0,
+    buckets: int = 0,
     on_progress: ScanProgress | None = None,
 ) -> ExtractResult:
     """Validate the three input files and stage valid rows and rejects under ``run_dir``.
@@ -216,6 +224,9 @@ def extract(
     Every header is checked before any row is read; files are then done in contract order
     (customers, orders, items) so each foreign key is checked against the rows staged just
     before.
+
+    ``buckets`` is the number of key-hash buckets orders and items are resolved in, one at a
+    time (0: about BUCKET_BYTES of input each, see :func:`bucket_count`).
 
     ``on_progress(file_name, rows, bytes_read, size)`` is called as each file's scan moves
     (after every batch, and once at its end).
@@ -231,24 +242,53 @@ def extract(
     }
     work_dir = run_dir / "_work"
     cutoff = as_of_cutoff(as_of)
+    if not buckets:
+        buckets = bucket_count(headers[ORDERS.name].size, headers[ORDER_ITEMS.name].size)
     counts: dict[str, FileCounts] = {}
     valid_paths: dict[str, str] = {}
     reject_parts: dict[str, Path] = {}
     # Reads of the inputs are told apart inside (_reading); what is left is writing to staging.
     with stage.writing(run_dir):
         work_dir.mkdir(parents=True, exist_ok=True)
-        for spec in INPUT_FILES:
-            header = headers[spec.name]
-            checked = work_dir / f"{spec.name}.checked.arrow"
-            _scan(header, checked, storage_options, on_progress)
-            out = run_dir / f"{spec.name}.parquet"
-            rejects_part = work_dir / f"{spec.name}.rejects.parquet"
-            t0 = time.perf_counter()
-            counts[spec.name] = _resolve(spec, pl.scan_ipc(checked), out, rejects_part, run_dir, cutoff)
-            log.info("%s: resolved duplicates and keys in %.2f s", spec.file_name, time.perf_counter() - t0)
-            valid_paths[spec.name] = str(out)
-            reject_parts[spec.name] = rejects_part
-            checked.unlink(missing_ok=True)
+        # Customers are one bucket (the smallest file: every order bucket looks its customer
+        # up in all of them); orders and items share their buckets, by the order_id hash.
+        order_parts: list[Path] = []
+
+        def parents(spec: InputFile) -> Callable[[int], _Parents | None]:
+            """The parents of the foreign key of each bucket of ``spec``."""
+            if spec is ORDERS:  # every customer (Polars' hash of the text key), held once
+                key = pl.col("customer_id").hash()
+                customers = pl.scan_parquet(run_dir / "customers.parquet")
+                held = _parents(customers, "customer_id", Reason.UNKNOWN_CUSTOMER, key, key)
+                return lambda _: held
+            if spec is ORDER_ITEMS:  # the orders of the bucket, on the scanner's order_id hash
+                after = pl.col("order_ts") >= cutoff
+                key = pl.col(KEY_HASH)
+                return lambda k: _parents(
+                    pl.scan_ipc(order_parts[k]), "order_id", Reason.UNKNOWN_ORDER, key, key, _after=after
+                )
+            return lambda _: None
+
+        try:
+            for spec in INPUT_FILES:
+                header = headers[spec.name]
+                n = 1 if spec.name == "customers" else buckets
+                scanned = _scan(header, work_dir, n, storage_options, on_progress)
+                out = run_dir / f"{spec.name}.parquet"
+                rejects_part = work_dir / f"{spec.name}.rejects.parquet"
+                t0 = time.perf_counter()
+                counts[spec.name], parts = _resolve_file(
+                    spec, scanned, parents(spec), cutoff, out, rejects_part, work_dir
+                )
+                order_parts += parts
+                log.info(
+                    "%s: resolved duplicates and keys in %.2f s", spec.file_name, time.perf_counter() - t0
+                )
+                valid_paths[spec.name] = str(out)
+                reject_parts[spec.name] = rejects_part
+        finally:
+            for part in order_parts:
+                part.unlink(missing_ok=True)
 
         rejects_path = run_dir / "rejects.parquet"
         _write_rejects(reject_parts, headers, rejects_path, storage_options)
@@ -263,48 +303,90 @@ PROGRESS_EVERY = 10.0
 ScanProgress = Callable[[str, int, int, "int | None"], None]
 
 
+#: Input bytes per key-hash bucket: orders and items are resolved one bucket at a time, so
+#: that the hash tables of duplicate and foreign-key resolution hold about this much input.
+BUCKET_BYTES = 128 * 2**20
+#: Buckets when the store does not give a file's size.
+DEFAULT_BUCKETS = 8
+MAX_BUCKETS = 1024
+
+
+def bucket_count(*sizes: int | None) -> int:
+    """Key-hash buckets for orders and items (a power of two: about BUCKET_BYTES of input each)."""
+    if any(size is None for size in sizes):
+        return DEFAULT_BUCKETS
+    largest = max((size or 0 for size in sizes), default=0)
+    wanted = max(1, -(-largest // BUCKET_BYTES))
+    return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """One file after its scan: the scanner's rejects and the passing rows, by key-hash bucket."""
+
+    rows: int
+    rejected: Path
+    buckets: list[Path]
+
+
+#: Columns of the scanner's rejects in the work files.
+_REJECT_WORK = [ROW, REASON, COLUMN, RAW, OFFSET, LENGTH]
+
+
 def _scan(
     header: Header,
-    out: Path,
+    work_dir: Path,
+    buckets: int,
     storage_options: Mapping[str, str] | None,
     on_progress: ScanProgress | None = None,
-) -> None:
-    """Scan one file into an Arrow IPC work file (LZ4: streamed back with bounded memory)."""
-    import pyarrow as pa
+) -> Scanned:
+    """Scan one file into LZ4 Arrow IPC work files, streamed back with bounded memory.
 
+    Rejected rows go to one file in row order; passing rows, with the columns the rest
+    needs, go to ``buckets`` files by their key hash (row order inside each).
+    """
     spec, scan = header.spec, header.scan
-    log.info("%s: scanning %s", spec.file_name, header.location)
+    keep = [*VALID_SCHEMAS[spec.name].names(), KEY_HASH, OFFSET, LENGTH]
+    names = {"rejected": work_dir / f"{spec.name}.rejected.arrow"}
+    names |= {f"b{k}": work_dir / f"{spec.name}.b{k}.arrow" for k in range(buckets)}
+    log.info("%s: scanning %s (%d key-hash buckets)", spec.file_name, header.location, buckets)
     started = last = time.perf_counter()
     options = pa.ipc.IpcWriteOptions(compression="lz4")
-    writer: pa.ipc.RecordBatchFileWriter | None = None
-    with files.atomic_write(out) as tmp:
-        try:
-            with _reading(spec, header.location, storage_options):
-                for batch in scan.batches(header.slots()):
-                    with stage.writing(out.parent.parent):  # a write, not a read, of the input
-                        if writer is None:
-                            writer = pa.ipc.new_file(tmp, batch.schema, options=options)
-                        writer.write_batch(batch)
-                    if on_progress is not None:
-                        on_progress(spec.file_name, scan.rows, scan.bytes_read, header.size)
-                    now = time.perf_counter()
-                    if now - last >= PROGRESS_EVERY:
-                        last = now
-                        log.info(
-                            "%s: %d rows, %.0f MB read (%.0f MB/s)",
-                            spec.file_name,
-                            scan.rows,
-                            scan.bytes_read / 1e6,
-                            scan.bytes_read / 1e6 / (now - started),
-                        )
-                with stage.writing(out.parent.parent):
-                    if writer is None:
-                        empty = native.empty_batch(spec.name)
-                        writer = pa.ipc.new_file(tmp, empty.schema, options=options)
-                    writer.close()
-                    writer = None
-        finally:
-            if writer is not None:
+    empty = native.empty_batch(spec.name)
+    with ExitStack() as stack:
+        with stage.writing(work_dir.parent):
+            tmps = {name: stack.enter_context(files.atomic_write(path)) for name, path in names.items()}
+            writers = {
+                name: stack.enter_context(
+                    pa.ipc.new_file(
+                        tmp,
+                        empty.select(_REJECT_WORK if name == "rejected" else keep).schema,
+                        options=options,
+                    )
+                )
+                for name, tmp in tmps.items()
+            }
+        with _reading(spec, header.location, storage_options):
+            for bucket, batch in scan.bucketed(header.slots(), buckets):
+                with stage.writing(work_dir.parent):  # a write, not a read, of the input
+                    if bucket == buckets:
+                        writers["rejected"].write_batch(batch.select(_REJECT_WORK))
+                    else:
+                        writers[f"b{bucket}"].write_batch(batch.select(keep))
+                if on_progress is not None:
+                    on_progress(spec.file_name, scan.rows, scan.bytes_read, header.size)
+                now = time.perf_counter()
+                if now - last >= PROGRESS_EVERY:
+                    last = now
+                    log.info(
+                        "%s: %d rows, %.0f MB read (%.0f MB/s)",
+                        spec.file_name,
+                        scan.rows,
+                        scan.bytes_read / 1e6,
+                        scan.bytes_read / 1e6 / (now - started),
+                    )
+        with stage.writing(work_dir.parent):
+            for writer in writers.values():
                 writer.close()
     if on_progress is not None:
         on_progress(spec.file_name, scan.rows, scan.bytes_read, header.size)
@@ -315,6 +397,7 @@ def _scan(
         scan.bytes_read / 1e6,
         time.perf_counter() - started,
     )
+    return Scanned(scan.rows, names["rejected"], [names[f"b{k}"] for k in range(buckets)])
 
 
 def _conflicts(ok: pl.LazyFrame, key: str, compare: list[str]) -> pl.DataFrame:
@@ -339,19 +422,57 @@ def _conflicts(ok: pl.LazyFrame, key: str, compare: list[str]) -> pl.DataFrame:
     )
 
 
-def _resolve(
-    spec: InputFile, recs: pl.LazyFrame, out: Path, rejects_out: Path, run_dir: Path, cutoff: pl.Expr
-) -> FileCounts:
-    """Duplicates and foreign keys for one file; stage valid rows and rejects; count.
+@dataclass(frozen=True)
+class _Parents:
+    """The rows a foreign key must name (the file staged before, or one bucket of it)."""
 
-    Rows the scanner rejected go straight to the rejects; only the rows that passed the scan,
-    with the few columns the rest needs, go through the duplicate and foreign-key joins
-    (measured at L on the 28M items: 10.8 s and 2.4 GB this way, 12.6 s and 3.3 GB with the
-    whole work rows carried through the joins).
+    #: ``_h`` (hash of the key), ``_parent_key``, ``_parent`` (row) and the extra columns.
+    rows: pl.LazyFrame
+    key: str
+    reason: Reason
+    #: The same hash of a child's foreign key.
+    child_hash: pl.Expr
+    #: No two parent keys share a hash (then a hash match names one parent).
+    unique: bool
+
+
+def _parents(
+    rows: pl.LazyFrame, key: str, reason: Reason, hashed: pl.Expr, child_hash: pl.Expr, **extra: pl.Expr
+) -> _Parents:
+    """The parent rows of a foreign key (``hashed``: the hash of the key), held in memory."""
+    held = (
+        rows.select(hashed.alias("_h"), pl.col(key).alias("_parent_key"), _parent=pl.col(ROW), **extra)
+        .collect(engine="streaming")
+        .lazy()
+    )
+    return _Parents(held, key, reason, child_hash.alias("_h"), _unique_hashes(held))
+
+
+def _unique_hashes(parents: pl.LazyFrame) -> bool:
+    """Whether no two parent keys share a 64-bit hash (then a hash match names one parent)."""
+    return bool(parents.select(pl.col("_h").n_unique() == pl.len()).collect().item())
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """Counts of one bucket (or one whole file) after its resolve."""
+
+    valid: int = 0
+    dropped: int = 0
+    after: int = 0
+
+    def __add__(self, other: _Resolved) -> _Resolved:
+        return _Resolved(self.valid + other.valid, self.dropped + other.dropped, self.after + other.after)
+
+
+def _resolve(spec: InputFile, ok: pl.LazyFrame, parents: _Parents | None, cutoff: pl.Expr) -> pl.LazyFrame:
+    """Duplicates and foreign keys for the passing rows of one bucket.
+
+    Every row of one key is in the same bucket, and so are an order and its items, so both
+    rules are decided inside the bucket: the hash tables hold about BUCKET_BYTES of input.
+    Valid rows go to ``valid_out``, rows rejected here (conflicting duplicates, unknown
+    parents) to ``late_out``, both in row order; only the columns the joins need are carried.
     """
-    scanned = recs.filter(pl.col(REASON).is_not_null())
-    keep = [*VALID_SCHEMAS[spec.name].names(), *([KEY_HASH] if spec.key else []), OFFSET, LENGTH]
-    ok = recs.filter(pl.col(REASON).is_null()).select(keep)
     late_reason: pl.Expr = pl.lit(None, pl.String)
     late_column: pl.Expr = pl.lit(None, pl.String)
     dropped: pl.Expr = pl.lit(False)
@@ -370,115 +491,168 @@ def _resolve(
             late_reason = pl.when(conflict).then(pl.lit(Reason.CONFLICTING_DUPLICATE.value))
             late_column = pl.when(conflict).then(pl.lit(spec.key))
 
-    # Foreign keys, checked against the rows staged just before (customers -> orders -> items).
-    parent: tuple[str, str, Reason, dict[str, pl.Expr]] | None = None
     if spec is ORDERS:
-        parent = ("customers", "customer_id", Reason.UNKNOWN_CUSTOMER, {})
         after = pl.col("order_ts") >= cutoff
     elif spec is ORDER_ITEMS:
-        parent = ("orders", "order_id", Reason.UNKNOWN_ORDER, {"_after": pl.col("order_ts") >= cutoff})
         after = pl.col("_after").fill_null(False)
-    if parent is not None:
-        name, key, code, extra = parent
-        ok = _join_parent(ok, run_dir / f"{name}.parquet", key, extra)
+    if parents is not None:
+        ok = _join_parent(ok, parents)
         unknown = late_reason.is_null() & ~dropped & pl.col("_known").is_null()
-        late_reason = pl.when(unknown).then(pl.lit(code.value)).otherwise(late_reason)
-        late_column = pl.when(unknown).then(pl.lit(key)).otherwise(late_column)
+        late_reason = pl.when(unknown).then(pl.lit(parents.reason.value)).otherwise(late_reason)
+        late_column = pl.when(unknown).then(pl.lit(parents.key)).otherwise(late_column)
 
-    ok = ok.with_columns(late_reason.alias(REASON), late_column.alias(COLUMN)).cache()
-    return _stage(spec, recs, scanned, ok, dropped, after, out, rejects_out)
+    return ok.with_columns(
+        late_reason.alias(REASON), late_column.alias(COLUMN), dropped.alias("_drop"), after.alias("_late")
+    )
 
 
-def _stage(
+#: The columns of a staged order that its items' resolve needs.
+_ORDER_KEYS = ["order_id", ROW, "order_ts", KEY_HASH]
+
+
+def _sink(spec: InputFile, frame: pl.LazyFrame, staged: Path, late: Path, keys: Path | None) -> _Resolved:
+    """Keep one bucket's valid rows and late rejects, and count them, in one query.
+
+    ``staged`` is the staged Parquet file itself, or an Arrow work file of one bucket (with
+    the key hash, for orders); ``keys`` is a work file of the orders' ``_ORDER_KEYS``.
+    """
+    frame = frame.cache()
+    valid = pl.col(REASON).is_null() & ~pl.col("_drop")
+    rows = frame.filter(valid)
+    with ExitStack() as stack:
+        tmp = stack.enter_context(files.atomic_write(staged))
+        late_tmp = stack.enter_context(files.atomic_write(late))
+        if staged.suffix == ".parquet":
+            sinks = [
+                rows.select(_staged_columns(spec)).sink_parquet(
+                    tmp, compression=stage.STAGED_INPUT_CODEC, lazy=True
+                )
+            ]
+        else:
+            hashed = [KEY_HASH] if spec is ORDERS else []
+            sinks = [rows.select(*_staged_columns(spec), *hashed).sink_ipc(tmp, compression=None, lazy=True)]
+        if keys is not None:
+            keys_tmp = stack.enter_context(files.atomic_write(keys))
+            sinks.append(rows.select(_ORDER_KEYS).sink_ipc(keys_tmp, compression=None, lazy=True))
+        *_, totals = pl.collect_all(
+            [
+                *sinks,
+                frame.filter(pl.col(REASON).is_not_null())
+                .select(ROW, REASON, COLUMN, pl.lit(None, pl.String).alias(RAW), OFFSET, LENGTH)
+                .sink_ipc(late_tmp, compression="lz4", lazy=True),
+                frame.select(
+                    valid.sum().alias("valid"),
+                    pl.col("_drop").sum().alias("dropped"),
+                    (valid & pl.col("_late")).sum().alias("after"),
+                ),
+            ],
+            engine="streaming",
+        )
+    return _Resolved(*(int(n) for n in totals.row(0)))
+
+
+def _resolve_file(
     spec: InputFile,
-    recs: pl.LazyFrame,
-    scanned: pl.LazyFrame,
-    ok: pl.LazyFrame,
-    dropped: pl.Expr,
-    after: pl.Expr,
+    scanned: Scanned,
+    parents: Callable[[int], _Parents | None],
+    cutoff: pl.Expr,
     out: Path,
     rejects_out: Path,
-) -> FileCounts:
-    """Stage one file's valid rows and rejects in one streaming query, and count them."""
-    valid = pl.col(REASON).is_null() & ~dropped
-    reject_columns: list[pl.Expr | str] = [
-        pl.lit(spec.file_name).alias("file"),
-        ROW,
-        pl.col(REASON).alias("reason"),
-        pl.col(COLUMN).alias("column"),
-    ]
-    late_out = rejects_out.with_name(rejects_out.stem + ".late.parquet")
-    # The scanner's rejects and the later ones, as two parts merged into rejects_out below.
-    parts = [files.temporary(rejects_out), files.temporary(late_out)]
+    work_dir: Path,
+) -> tuple[FileCounts, list[Path]]:
+    """Resolve one file bucket by bucket, stage it and its rejects, and count.
+
+    One bucket is staged as it is resolved. Several are kept as Arrow work files, then
+    staged in bucket order (row order inside each bucket) by one streamed copy, the file's
+    one Parquet encoding. Returns the counts and, for orders, a work file per bucket with
+    the columns its items need (the caller removes them).
+    """
+    total = _Resolved()
+    one = len(scanned.buckets) == 1
+    parts: list[Path] = []
+    late_parts: list[Path] = []
+    keys = work_dir / "orders.keys.arrow" if one and spec is ORDERS else None
     try:
-        with files.atomic_write(out) as valid_tmp:
-            *_, read_frame, totals_frame = pl.collect_all(
-                [
-                    ok.filter(valid)
-                    .select(*VALID_SCHEMAS[spec.name].names(), *_parent_row(spec))
-                    .sink_parquet(valid_tmp, compression=stage.STAGED_INPUT_CODEC, lazy=True),
-                    scanned.select(*reject_columns, RAW, OFFSET, LENGTH).sink_parquet(parts[0], lazy=True),
-                    ok.filter(pl.col(REASON).is_not_null())
-                    .select(*reject_columns, pl.lit(None, pl.String).alias(RAW), OFFSET, LENGTH)
-                    .sink_parquet(parts[1], lazy=True),
-                    recs.select(pl.len().alias("read")),
-                    ok.select(
-                        valid.sum().alias("valid"),
-                        dropped.sum().alias("dropped"),
-                        (valid & after).sum().alias("after"),
-                    ),
-                ],
-                engine="streaming",
-            )
-            # One rejects part per file, in row order: the scanner's and the later ones, merged.
-            merged = pl.scan_parquet(parts[0]).merge_sorted(pl.scan_parquet(parts[1]), key=ROW)
-            stage.sink_parquet(merged, rejects_out)
+        for k, bucket in enumerate(scanned.buckets):
+            t0 = time.perf_counter()
+            parts.append(out if one else work_dir / f"{spec.name}.valid.b{k}.arrow")
+            late_parts.append(work_dir / f"{spec.name}.late.b{k}.arrow")
+            plan = _resolve(spec, pl.scan_ipc(bucket), parents(k), cutoff)
+            total += _sink(spec, plan, parts[-1], late_parts[-1], keys)
+            bucket.unlink()
+            log.debug("%s: bucket %d resolved in %.2f s", spec.file_name, k, time.perf_counter() - t0)
+        if not one:
+            t0 = time.perf_counter()
+            parent = [PARENT_ROW[spec.name]] if spec.name in PARENT_ROW else []
+            staged = pl.scan_ipc(parts).select(*VALID_SCHEMAS[spec.name].names(), *parent)
+            stage.sink_parquet(staged, out, compression=stage.STAGED_INPUT_CODEC)
+            log.debug("%s: staged in %.2f s", spec.file_name, time.perf_counter() - t0)
     finally:
-        for part in parts:
-            part.unlink(missing_ok=True)
-    totals = {**read_frame.row(0, named=True), **totals_frame.row(0, named=True)}
+        if spec is not ORDERS and not one:
+            for part in parts:
+                part.unlink(missing_ok=True)
+    # The rows rejected after the scan are few: sorted whole, then merged with the scanner's.
+    late_rows = pl.scan_ipc(late_parts).sort(ROW)
+    rejects = (
+        pl.scan_ipc(scanned.rejected)
+        .merge_sorted(late_rows, key=ROW)
+        .select(
+            pl.lit(spec.file_name).alias("file"),
+            ROW,
+            pl.col(REASON).alias("reason"),
+            pl.col(COLUMN).alias("column"),
+            RAW,
+            OFFSET,
+            LENGTH,
+        )
+    )
+    stage.sink_parquet(rejects, rejects_out)
+    for part in (scanned.rejected, *late_parts):
+        part.unlink()
+
     by_reason = dict.fromkeys((r.value for r in REASONS_BY_FILE[spec.name]), 0)
     reason_counts = pl.scan_parquet(rejects_out).group_by("reason").agg(pl.len()).collect()
     for code_value, n in reason_counts.iter_rows():
         by_reason[code_value] = n
     counts = FileCounts(
         file=spec.file_name,
-        read=int(totals["read"]),
-        valid=int(totals["valid"]),
+        read=scanned.rows,
+        valid=total.valid,
         rejected_by_reason=by_reason,
-        duplicates_dropped=int(totals["dropped"]),
-        after_as_of=int(totals["after"]),
+        duplicates_dropped=total.dropped,
+        after_as_of=total.after,
     )
     if counts.read != counts.valid + counts.rejected + counts.duplicates_dropped:
         raise AssertionError(f"{spec.file_name}: counts do not add up: {counts}")  # a bug, not bad input
-    return counts
+    if spec is not ORDERS:
+        return counts, []
+    return counts, [keys] if keys is not None else parts
 
 
-def _unique_hashes(parents: pl.LazyFrame) -> bool:
-    """Whether no two parent keys share a 64-bit hash (then a hash match names one parent)."""
-    return bool(parents.select(pl.col("_h").n_unique() == pl.len()).collect(engine="streaming").item())
-
-
-def _join_parent(ok: pl.LazyFrame, parents_path: Path, key: str, extra: dict[str, pl.Expr]) -> pl.LazyFrame:
-    """Each row's parent (``_known``, the ``_parent`` row and ``extra`` columns), by its key.
+def _join_parent(ok: pl.LazyFrame, parents: _Parents) -> pl.LazyFrame:
+    """Each row's parent (``_known``, the ``_parent`` row and extra columns), by its key.
 
     The join runs on 64-bit hashes of the key (an integer join), then compares the text keys,
     so a child whose hash matches another key's is never taken for a match. When two parents
     share a hash (about one chance in 10^5 at 10M keys), it joins on the text keys instead.
     Measured at L on the items: 9.1 s and 2.2 GB for the whole resolve, 10.8 s and 2.4 GB on text.
     """
-    hashed = pl.col(key).hash().alias("_h")
-    parents = pl.scan_parquet(parents_path).select(
-        hashed, pl.col(key).alias("_parent_key"), _parent=pl.col(ROW), **extra
-    )
-    if _unique_hashes(parents):
-        joined = ok.with_columns(hashed).join(parents, on="_h", how="left", maintain_order="left")
+    key = parents.key
+    if parents.unique:
+        joined = ok.with_columns(parents.child_hash).join(
+            parents.rows, on="_h", how="left", maintain_order="left"
+        )
         known = pl.col("_parent_key") == pl.col(key)
     else:
-        parents = parents.drop("_h").rename({"_parent_key": key})
-        joined = ok.join(parents, on=key, how="left", maintain_order="left")
+        rows = parents.rows.drop("_h").rename({"_parent_key": key})
+        joined = ok.join(rows, on=key, how="left", maintain_order="left")
         known = pl.col("_parent").is_not_null()
     return joined.with_columns(pl.when(known).then(pl.lit(True)).alias("_known"))
+
+
+def _staged_columns(spec: InputFile) -> list[pl.Expr]:
+    """The columns of a staged file: the contract's valid columns and the parent's row."""
+    return [*(pl.col(c) for c in VALID_SCHEMAS[spec.name].names()), *_parent_row(spec)]
 
 
 def _parent_row(spec: InputFile) -> list[pl.Expr]:

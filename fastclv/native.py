@@ -3,7 +3,8 @@
 The rest of the library imports this module, never the extension itself. A scan yields
 Arrow record batches of one file, in file order, with the contract's typed columns, the
 row number, the first failing reason and column, the raw text of rejected rows, each
-record's byte range, and a 64-bit hash of the file's own key (see ``native/core/src/check.rs``).
+record's byte range, and a 64-bit hash of the file's own key (of the order_id for items:
+the key-hash bucket of a row; see ``native/core/src/check.rs``).
 """
 
 from __future__ import annotations
@@ -77,7 +78,24 @@ class Scan:
         The scan runs ``prefetch`` steps ahead on a thread of its own (the scanner releases
         the GIL), so that parsing overlaps whatever the caller does with each batch.
         """
-        self._scan.start(positions)
+        for batch in self._steps(positions, 0, prefetch):
+            yield pa.record_batch(batch)
+
+    def bucketed(
+        self, positions: list[int | None], buckets: int, *, prefetch: int = 2
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """Like :meth:`batches`, each batch split by key hash: ``(bucket, rows)`` pairs.
+
+        The rows that passed the checks go to buckets ``0 .. buckets - 1`` (``buckets`` is a
+        power of two) by their key hash, the rejected ones to bucket ``buckets``; the split is
+        done in the scanner, on its thread. Row order is kept inside each bucket.
+        """
+        for batch in self._steps(positions, buckets, prefetch):
+            yield batch.bucket or 0, pa.record_batch(batch)
+
+    def _steps(self, positions: list[int | None], buckets: int, prefetch: int) -> Iterator[_native.Batch]:
+        """The scanner's batches, scanned ``prefetch`` steps ahead on a thread of its own."""
+        self._scan.start(positions, buckets)
         self._progress = (int(self._scan.rows), int(self._scan.bytes_read))
         steps: queue.Queue[_Step | BaseException | None] = queue.Queue(maxsize=max(1, prefetch))
         stop = threading.Event()
@@ -106,8 +124,7 @@ class Scan:
                     raise item
                 batches, rows, done = item
                 self._progress = (rows, done)
-                for batch in batches:
-                    yield pa.record_batch(batch)
+                yield from batches
         finally:
             stop.set()
             worker.join()

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import polars as pl
 
@@ -118,10 +118,10 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> None:
         frame.write_parquet(tmp)
 
 
-def sink_parquet(frame: pl.LazyFrame, path: Path) -> None:
+def sink_parquet(frame: pl.LazyFrame, path: Path, *, compression: Literal["lz4", "zstd"] = "zstd") -> None:
     """Stream a LazyFrame to Parquet atomically."""
     with files.atomic_write(path) as tmp:
-        frame.sink_parquet(tmp, engine="streaming")
+        frame.sink_parquet(tmp, engine="streaming", compression=compression)
 
 
 def sink_ipc(frame: pl.LazyFrame, path: Path) -> None:

@@ -122,6 +122,7 @@ pub fn schema(kind: Kind) -> SchemaRef {
             ArrowField::new("quantity", DataType::Int32, true),
             ArrowField::new("unit_price", DataType::Decimal128(18, 2), true),
             ArrowField::new("discount", DataType::Decimal128(18, 2), true),
+            ArrowField::new(KEY_HASH, DataType::UInt64, true),
         ]),
     }
     fields.extend([
@@ -134,8 +135,10 @@ pub fn schema(kind: Kind) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// The hash of a file's own key (xxh3, 64 bits, of the trimmed value) that finds repeated
-/// keys; stable across runs and machines, so buckets and shards can agree on it.
+/// The hash (xxh3, 64 bits, of the trimmed value) of a file's own key (customers, orders)
+/// or of its parent's key (an item's order_id): repeated keys are found on it, and rows
+/// are put in key-hash buckets by it, so that an order and its items share a bucket. Stable
+/// across runs and machines, so buckets and shards agree on it.
 #[inline]
 pub fn key_hash(value: &[u8]) -> u64 {
     xxh3_64(value)
@@ -270,6 +273,7 @@ impl Columns {
                 self.qty.append_null();
                 self.price.append_null();
                 self.discount.append_null();
+                self.key_hash.append_null();
             }
         }
     }
@@ -319,6 +323,7 @@ impl Columns {
         self.qty.append_value(qty);
         self.price.append_value(i128::from(price));
         self.discount.append_value(i128::from(discount));
+        self.key_hash.append_value(key_hash(order));
         Ok(())
     }
 
@@ -353,6 +358,7 @@ impl Columns {
                 columns.push(Arc::new(
                     self.discount.finish().with_precision_and_scale(18, 2)?,
                 ));
+                columns.push(Arc::new(self.key_hash.finish()));
             }
         }
         columns.push(Arc::new(self.reason.finish()));

@@ -7,6 +7,7 @@
 //!
 //! Duplicates, foreign keys and everything relational stay in Polars (STYLE.md).
 
+pub mod bucket;
 pub mod check;
 pub mod csv;
 pub mod scan;

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use arrow_array::ffi::to_ffi;
 use arrow_array::{Array, RecordBatch, StructArray};
+use fastclv_core::bucket;
 use fastclv_core::check::{Columns, Kind};
 use fastclv_core::csv::Dialect;
 use fastclv_core::scan::{read_header, Layout, ScanError, Scanner, Tuning};
@@ -97,6 +98,8 @@ struct Scan {
     state: Mutex<State>,
     bytes_read: u64,
     rows: i64,
+    /// Key-hash buckets to split each batch into (0: batches as scanned).
+    buckets: usize,
 }
 
 #[pymethods]
@@ -159,6 +162,7 @@ impl Scan {
             }),
             bytes_read: header_bytes,
             rows: 0,
+            buckets: 0,
         })
     }
 
@@ -182,7 +186,18 @@ impl Scan {
 
     /// Start scanning: `positions[slot]` is the field index of each contract column of the
     /// kind (required first, then optional), or None for an absent optional column.
-    fn start(&self, positions: Vec<Option<usize>>) -> PyResult<()> {
+    ///
+    /// With `buckets` (a power of two), every batch is split by key hash: the rows that
+    /// passed the checks into buckets `0 .. buckets`, the rejected ones into bucket `buckets`
+    /// (each `Batch` says its `bucket`); 0 yields the batches as scanned.
+    #[pyo3(signature = (positions, buckets = 0))]
+    fn start(&mut self, positions: Vec<Option<usize>>, buckets: usize) -> PyResult<()> {
+        if buckets > 0 && !buckets.is_power_of_two() {
+            return Err(PyValueError::new_err(format!(
+                "buckets must be a power of two, not {buckets}"
+            )));
+        }
+        self.buckets = buckets;
         let columns = self.kind.columns();
         if positions.len() != columns.len()
             || positions
@@ -230,6 +245,7 @@ impl Scan {
     /// The next batches (a list, in file order); StopIteration at the end.
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Vec<Batch>>> {
         let state = &self.state;
+        let buckets = self.buckets;
         let outcome = py.detach(|| {
             catch_unwind(AssertUnwindSafe(|| {
                 let mut guard = state
@@ -237,7 +253,35 @@ impl Scan {
                     .map_err(|_| ScanError::Format("scanner state poisoned".into()))?;
                 match &mut *guard {
                     State::Scanning(scanner) => {
-                        let batches = scanner.next_batches()?;
+                        let batches = match scanner.next_batches()? {
+                            None => None,
+                            Some(batches) if buckets == 0 => {
+                                Some(batches.into_iter().map(|b| (None, b)).collect())
+                            }
+                            Some(batches) => {
+                                // One thread per batch of the step (a batch per chunk): the
+                                // split runs on every core, as the parse did.
+                                let splits = std::thread::scope(|scope| {
+                                    let handles: Vec<_> = batches
+                                        .iter()
+                                        .map(|b| scope.spawn(move || bucket::split(b, buckets)))
+                                        .collect();
+                                    handles
+                                        .into_iter()
+                                        .map(|h| {
+                                            h.join().unwrap_or_else(|payload| {
+                                                std::panic::resume_unwind(payload)
+                                            })
+                                        })
+                                        .collect::<Vec<_>>()
+                                });
+                                let mut parts: Vec<(Option<usize>, RecordBatch)> = Vec::new();
+                                for split in splits {
+                                    parts.extend(split?.into_iter().map(|(k, p)| (Some(k), p)));
+                                }
+                                Some(parts)
+                            }
+                        };
                         let counts = (scanner.bytes_read, scanner.rows());
                         if batches.is_none() {
                             *guard = State::Done;
@@ -270,7 +314,10 @@ impl Scan {
                 Ok(Some(
                     batches
                         .into_iter()
-                        .map(|b| Batch { batch: Some(b) })
+                        .map(|(bucket, b)| Batch {
+                            batch: Some(b),
+                            bucket,
+                        })
                         .collect(),
                 ))
             }
@@ -295,6 +342,7 @@ impl<R: Read> Read for CountBytes<'_, R> {
 #[pyclass(module = "fastclv._native")]
 struct Batch {
     batch: Option<RecordBatch>,
+    bucket: Option<usize>,
 }
 
 #[pymethods]
@@ -303,6 +351,12 @@ impl Batch {
     #[getter]
     fn num_rows(&self) -> usize {
         self.batch.as_ref().map_or(0, RecordBatch::num_rows)
+    }
+
+    /// The key-hash bucket of its rows, when the scan splits by bucket (else None).
+    #[getter]
+    fn bucket(&self) -> Option<usize> {
+        self.bucket
     }
 
     #[pyo3(signature = (requested_schema = None))]
@@ -332,7 +386,10 @@ fn empty_batch(kind: &str) -> PyResult<Batch> {
     let batch = Columns::new(kind, 0)
         .finish(1)
         .map_err(|e| InternalError::new_err(e.to_string()))?;
-    Ok(Batch { batch: Some(batch) })
+    Ok(Batch {
+        batch: Some(batch),
+        bucket: None,
+    })
 }
 
 /// A reject's raw text from its bytes, as the scanner writes it (invalid UTF-8 as `\xNN`,
