@@ -193,7 +193,8 @@ def dedupe(checked: pl.DataFrame, key: str, rest: list[str]) -> tuple[pl.DataFra
     )
     kept = keys.filter(pl.col("variants") == 1).drop("variants")
     conflicts = ok.join(keys.filter(pl.col("variants") > 1).select(key), on=key, how="semi")
-    return pl.collect_all([kept, conflicts], engine="streaming")
+    kept_rows, conflict_rows = pl.collect_all([kept, conflicts], engine="streaming")
+    return kept_rows, conflict_rows
 
 
 def validate(
