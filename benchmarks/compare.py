@@ -193,3 +193,57 @@ def reason_notes(got: dict[str, dict[str, object]], reference: dict[str, dict[st
             if a != b:
                 notes.append(f"{name}.{reason}: {a} vs fastclv {b}")
     return notes
+
+
+@dataclass
+class Differences:
+    """How a contender's rows differ from the reference, customer by customer (for the notes)."""
+
+    rows: int
+    reference_rows: int
+    missing: int = 0
+    extra: int = 0
+    #: Customers in both whose row differs in at least one column.
+    differing: int = 0
+    #: Column -> customers in both that differ in it.
+    by_column: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def customers(self) -> int:
+        """Customers whose row is not the reference's: missing, extra or different."""
+        return self.missing + self.extra + self.differing
+
+    def summary(self) -> str:
+        head = (
+            f"{self.customers:,} customers differ from fastclv's {self.reference_rows:,}: "
+            f"{self.missing:,} missing, {self.extra:,} extra, {self.differing:,} with other values"
+        )
+        if not self.by_column:
+            return head
+        return head + " (" + ", ".join(f"{c} {n:,}" for c, n in self.by_column.items()) + ")"
+
+
+def differences(
+    got: pl.DataFrame, reference: pl.DataFrame, columns: tuple[str, ...] = HISTORICAL
+) -> Differences:
+    """Count the customers whose row in ``got`` is not the reference's, and by which columns."""
+    g, r = _normalise(got, columns), _normalise(reference, columns)
+    out = Differences(rows=g.height, reference_rows=r.height)
+    out.missing = r.join(g, on=KEY, how="anti").height
+    out.extra = g.join(r, on=KEY, how="anti").height
+    joined = g.join(r, on=KEY, how="inner", suffix="_ref")
+    flags = []
+    for name in columns:
+        if name == KEY:
+            continue
+        a, b = pl.col(name), pl.col(f"{name}_ref")
+        if name in DOUBLES:
+            value_differs = (a - b).abs() > REL_TOL * pl.max_horizontal(a.abs(), b.abs())
+        else:
+            value_differs = a != b
+        flags.append(((a.is_null() != b.is_null()) | value_differs.fill_null(False)).alias(name))
+    marked = joined.select(flags)
+    counts = marked.sum().row(0, named=True)
+    out.by_column = {name: int(n) for name, n in counts.items() if n}
+    out.differing = marked.select(pl.any_horizontal(pl.all()).sum()).item() if flags else 0
+    return out

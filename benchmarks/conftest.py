@@ -5,7 +5,8 @@ pytest-benchmark's ``pedantic`` mode (one call per round, no calibration). Each 
 result is checked against fastclv's reference output before the next round starts and after
 the last one; a contender that disagrees (or crashes, or times out) is recorded as failed
 and its times are not reported. At the end of the session the records go to
-``benchmarks/results/<scale>.json``; pytest-benchmark writes its own JSON (``make bench``
+``benchmarks/results/<scale>.json`` (``<scale>-quoted.json`` for the fully quoted variant,
+``BENCH_QUOTED=1``); pytest-benchmark writes its own JSON (``make bench``
 passes ``--benchmark-json``), and ``python -m benchmarks.report`` turns both into RESULTS.md.
 """
 
@@ -43,6 +44,11 @@ CONTENDERS: dict[str, tuple[str, str]] = {
     "fastclv_verify": ("fastclv stage: verify (DuckDB cross-check)", "stage"),
     "fastclv_load": ("fastclv stage: load (ADBC COPY + swap)", "stage"),
     "duckdb": ("DuckDB SQL + ADBC COPY", "e2e"),
+    "duckdb_read_csv": ("DuckDB `read_csv` + SQL + ADBC COPY (idiomatic, not contract-exact)", "e2e"),
+    "polars_scan_csv": (
+        "Polars `scan_csv` + expressions + ADBC `write_database` (idiomatic, not contract-exact)",
+        "e2e",
+    ),
     "pandas_execute_values": ("pandas + psycopg2 `execute_values`", "e2e"),
     "pandas_copy_expert": ("pandas + psycopg2 `copy_expert`", "e2e"),
     "load_adbc": ("ADBC binary COPY (`fastclv.load.load_partition`)", "load"),
@@ -198,10 +204,12 @@ class Session:
 
     def write_results(self) -> Path:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{self.config.scale.name}.json"
+        path = RESULTS / f"{self.config.label}.json"
         ref = self._reference
         data = {
             "scale": self.config.scale.name,
+            "label": self.config.label,
+            "quoted": self.config.quoted,
             "customers": self.config.scale.customers,
             "dirty_rows": self.config.scale.dirty_rows,
             "input_rows": self.input_rows(),

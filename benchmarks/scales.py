@@ -9,6 +9,9 @@ Environment variables (all optional):
   S/M/L, fastclv only at L2, everything but the pandas baseline at XL).
 * ``BENCH_MIN_AVAILABLE_GIB``: kill a contender when the machine's available memory drops
   below this (default 1).
+* ``BENCH_QUOTED``: 1 runs the scale on a fully quoted export of the same data (``fastclv
+  generate --quote-all``: every field, header included, in double quotes; the same expected.json),
+  cached under ``benchmarks/.cache/<scale>-quoted/``, recorded as ``<scale>-quoted``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ ALL_CONTENDERS: tuple[str, ...] = (
     "fastclv_verify",
     "fastclv_load",
     "duckdb",
+    "duckdb_read_csv",
+    "polars_scan_csv",
     "pandas_execute_values",
     "pandas_copy_expert",
     "load_adbc",
@@ -98,11 +103,18 @@ class Config:
     timeout_s: float
     contenders: tuple[str, ...]
     min_available: int
+    #: The fully quoted export of the scale's data (``BENCH_QUOTED=1``).
+    quoted: bool = False
+
+    @property
+    def label(self) -> str:
+        """``<scale>`` or ``<scale>-quoted``: names the cache folder and the results files."""
+        return self.scale.name + ("-quoted" if self.quoted else "")
 
     @property
     def cache(self) -> Path:
-        """``benchmarks/.cache/<scale>/``: inputs (kept) and per-session work files."""
-        return CACHE / self.scale.name
+        """``benchmarks/.cache/<label>/``: inputs (kept) and per-session work files."""
+        return CACHE / self.label
 
     @property
     def input_dir(self) -> Path:
@@ -130,7 +142,14 @@ def config_from_env() -> Config:
     else:
         contenders = scale.contenders
     min_available = int(float(os.environ.get("BENCH_MIN_AVAILABLE_GIB") or 1) * 2**30)
-    return Config(scale, max(1, rounds), timeout, contenders, min_available)
+    quoted = os.environ.get("BENCH_QUOTED", "").strip().lower() not in ("", "0", "no", "false")
+    return Config(scale, max(1, rounds), timeout, contenders, min_available, quoted)
+
+
+def _is_quoted(input_dir: Path) -> bool:
+    """Whether the cached customers.csv is the fully quoted export (its header is quoted)."""
+    with (input_dir / "customers.csv").open("rb") as f:
+        return f.read(64).removeprefix(b"\xef\xbb\xbf").startswith(b'"')
 
 
 def ensure_input(config: Config) -> dict[str, object]:
@@ -143,11 +162,14 @@ def ensure_input(config: Config) -> dict[str, object]:
     want = {"customers": config.scale.customers, "seed": SEED, "dirty_rows": config.scale.dirty_rows}
     if expected_path.exists():
         expected = json.loads(expected_path.read_text())
-        if all(expected.get(k) == v for k, v in want.items()) and expected.get("as_of") == AS_OF.isoformat():
+        same = (
+            all(expected.get(k) == v for k, v in want.items()) and expected.get("as_of") == AS_OF.isoformat()
+        )
+        if same and _is_quoted(config.input_dir) == config.quoted:
             return dict(expected)
     shutil.rmtree(config.input_dir, ignore_errors=True)
     config.input_dir.parent.mkdir(parents=True, exist_ok=True)
-    print(f"\ngenerating scale {config.scale.name} ({config.scale.customers:,} customers) ...", flush=True)
+    print(f"\ngenerating scale {config.label} ({config.scale.customers:,} customers) ...", flush=True)
     subprocess.run(
         [
             sys.executable,
@@ -164,6 +186,7 @@ def ensure_input(config: Config) -> dict[str, object]:
             AS_OF.isoformat(),
             "--out",
             str(config.input_dir),
+            *(["--quote-all"] if config.quoted else []),
         ],
         check=True,
         cwd=ROOT,

@@ -347,6 +347,13 @@ def generate(
     as_of: Annotated[
         str, typer.Option("--as-of", help="The as-of date the expected counts are for.")
     ] = "2025-12-31",
+    quote_all: Annotated[
+        bool,
+        typer.Option(
+            "--quote-all",
+            help="Write every field, header included, in double quotes (same data, same expected.json).",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Generate realistic (optionally dirty) input data with its exact expected counts."""
@@ -359,7 +366,12 @@ def generate(
                 "--customers must be >= 1 and --dirty-rows >= 0. Hint: e.g. --customers 1000 --dirty-rows 3."
             )
         result = run_generate(
-            out_dir, customers=customers, seed=seed, dirty_rows=dirty_rows, as_of=parse_date(as_of)
+            out_dir,
+            customers=customers,
+            seed=seed,
+            dirty_rows=dirty_rows,
+            as_of=parse_date(as_of),
+            quote_all=quote_all,
         )
     rows = ", ".join(f"{name}: {n:,}" for name, n in result.rows.items())
     out.print(

@@ -89,6 +89,17 @@ def test_generate_is_deterministic_and_writes_expected_counts(tmp_path: Path) ->
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
 
 
+def test_generate_quote_all_quotes_every_field_and_keeps_expected_json(tmp_path: Path) -> None:
+    args = ["--customers", "50", "--seed", "3", "--dirty-rows", "1"]
+    for name, extra in (("plain", []), ("quoted", ["--quote-all"])):
+        done = fastclv("generate", *args, "--out", str(tmp_path / name), *extra)
+        assert done.returncode == 0, done.stderr
+    expected = (tmp_path / "quoted" / "expected.json").read_bytes()
+    assert expected == (tmp_path / "plain" / "expected.json").read_bytes()
+    header = (tmp_path / "quoted" / "orders.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header == '"order_id","customer_id","order_ts","status"'
+
+
 def test_run_without_a_uri_loads_into_a_throwaway_postgres(tmp_path: Path) -> None:
     import os
     import tempfile
