@@ -126,6 +126,13 @@ class Settings:
             "and compared with what the customers did after (0: off)."
         ),
     )
+    bucket_mib: int = field(
+        default=128,
+        metadata=_doc(
+            "Input MiB per key-hash bucket: orders and items are resolved one bucket at a time, so "
+            "a smaller value holds less memory, a larger one is a little faster (0: one bucket)."
+        ),
+    )
     reject_rate_threshold: float = field(
         default=0.05,
         metadata=_doc("Warn (log, and an alert in Airflow) when a file's rejected/read is above this."),
@@ -179,6 +186,8 @@ class Settings:
             raise ConfigError(f"lock_timeout_s must be > 0, got {self.lock_timeout_s}.")
         if self.holdout_days < 0:
             raise ConfigError(f"holdout_days must be >= 0 (0: no backtest), got {self.holdout_days}.")
+        if self.bucket_mib < 0:
+            raise ConfigError(f"bucket_mib must be >= 0 (0: one bucket), got {self.bucket_mib}.")
         if not 0 <= self.reject_rate_threshold <= 1:
             raise ConfigError(f"reject_rate_threshold must be in [0, 1], got {self.reject_rate_threshold}.")
         if self.pg_uri and split_uri(self.pg_uri) is None and "=" not in self.pg_uri:

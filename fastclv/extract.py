@@ -62,6 +62,13 @@ log = logging.getLogger(__name__)
 REASON, COLUMN, ROW = native.REASON, native.COLUMN, "row"
 RAW, OFFSET, LENGTH = native.RAW, native.OFFSET, native.LENGTH
 KEY_HASH = native.KEY_HASH
+
+#: Input bytes per key-hash bucket: orders and items are resolved one bucket at a time, so
+#: that the hash tables of duplicate and foreign-key resolution hold about this much input.
+BUCKET_BYTES = 128 * 2**20
+#: Buckets when the store does not give a file's size.
+DEFAULT_BUCKETS = 8
+MAX_BUCKETS = 1024
 # --------------------------------------------------------------------------- results
 
 
@@ -217,6 +224,7 @@ def extract(
     chunk_bytes: int = 0,
     threads: int = 0,
     buckets: int = 0,
+    bucket_bytes: int = BUCKET_BYTES,
     on_progress: ScanProgress | None = None,
 ) -> ExtractResult:
     """Validate the three input files and stage valid rows and rejects under ``run_dir``.
@@ -226,7 +234,7 @@ def extract(
     before.
 
     ``buckets`` is the number of key-hash buckets orders and items are resolved in, one at a
-    time (0: about BUCKET_BYTES of input each, see :func:`bucket_count`).
+    time (a power of two; 0: about ``bucket_bytes`` of input each, see :func:`bucket_count`).
 
     ``on_progress(file_name, rows, bytes_read, size)`` is called as each file's scan moves
     (after every batch, and once at its end).
@@ -243,7 +251,10 @@ def extract(
     work_dir = run_dir / "_work"
     cutoff = as_of_cutoff(as_of)
     if not buckets:
-        buckets = bucket_count(headers[ORDERS.name].size, headers[ORDER_ITEMS.name].size)
+        sizes = (headers[ORDERS.name].size, headers[ORDER_ITEMS.name].size)
+        buckets = bucket_count(*sizes, bucket_bytes=bucket_bytes)
+    if buckets & (buckets - 1):
+        raise ValueError(f"buckets must be a power of two, not {buckets}")
     counts: dict[str, FileCounts] = {}
     valid_paths: dict[str, str] = {}
     reject_parts: dict[str, Path] = {}
@@ -303,20 +314,17 @@ PROGRESS_EVERY = 10.0
 ScanProgress = Callable[[str, int, int, "int | None"], None]
 
 
-#: Input bytes per key-hash bucket: orders and items are resolved one bucket at a time, so
-#: that the hash tables of duplicate and foreign-key resolution hold about this much input.
-BUCKET_BYTES = 128 * 2**20
-#: Buckets when the store does not give a file's size.
-DEFAULT_BUCKETS = 8
-MAX_BUCKETS = 1024
+def bucket_count(*sizes: int | None, bucket_bytes: int = BUCKET_BYTES) -> int:
+    """Key-hash buckets for orders and items (a power of two: about ``bucket_bytes`` of input each).
 
-
-def bucket_count(*sizes: int | None) -> int:
-    """Key-hash buckets for orders and items (a power of two: about BUCKET_BYTES of input each)."""
+    ``bucket_bytes`` 0 means one bucket.
+    """
+    if bucket_bytes <= 0:
+        return 1
     if any(size is None for size in sizes):
         return DEFAULT_BUCKETS
     largest = max((size or 0 for size in sizes), default=0)
-    wanted = max(1, -(-largest // BUCKET_BYTES))
+    wanted = max(1, -(-largest // bucket_bytes))
     return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
 
 

@@ -371,6 +371,7 @@ def extract_stage(
             settings.as_of,
             delimiter=settings.delimiter,
             storage_options=settings.storage_options,
+            bucket_bytes=settings.bucket_mib * 2**20,
             on_progress=on_progress,
         )
         staged.publish(*stage.INPUTS, stage.REJECTS)

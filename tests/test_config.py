@@ -35,6 +35,7 @@ NOT_DEFAULT: dict[str, tuple[str, object]] = {
     "penalizer": ("0.1", 0.1),
     "holdout_days": ("30", 30),
     "reject_rate_threshold": ("0.2", 0.2),
+    "bucket_mib": ("64", 64),
     "storage_options": ('{"aws_region": "eu-west-1"}', {"aws_region": "eu-west-1"}),
     "statsd_host": ("statsd:9125", "statsd:9125"),
     "statsd_prefix": ("prod.fastclv", "prod.fastclv"),

@@ -8,9 +8,8 @@ either implementation), so a reader can check each one against CONTRACT.md.
 
 from __future__ import annotations
 
-import functools
-
 import csv
+import functools
 import io
 import random
 import tempfile

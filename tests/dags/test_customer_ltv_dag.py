@@ -432,7 +432,7 @@ def test_every_setting_reaches_every_task_and_duckdb_memory_limit_is_no_longer_i
         "input": str(semicolon), "delimiter": ";", "table": "ltv_elsewhere",
         "runs_table": "ltv_elsewhere_runs", "lock_timeout_s": "7.5", "load": "on", "verify": "yes",
         "penalizer": "0.001", "statsd_host": "{}:{}".format(*statsd.getsockname()),
-        "statsd_prefix": "dagtest.fastclv", "duckdb_memory_limit": "256MB",
+        "statsd_prefix": "dagtest.fastclv", "duckdb_memory_limit": "256MB", "bucket_mib": "0",
         "run_id": "dag-test-run", "storage_options": '{"aws_region": "eu-west-1"}',
     }  # fmt: skip
     params = {"horizon_months": 6, "margin": 0.5, "discount_rate": 0.02, "reject_rate_threshold": 0.5,
