@@ -478,8 +478,9 @@ def _resolve(spec: InputFile, ok: pl.LazyFrame, parents: _Parents | None, cutoff
 
     Every row of one key is in the same bucket, and so are an order and its items, so both
     rules are decided inside the bucket: the hash tables hold about BUCKET_BYTES of input.
-    Valid rows go to ``valid_out``, rows rejected here (conflicting duplicates, unknown
-    parents) to ``late_out``, both in row order; only the columns the joins need are carried.
+    Returns the bucket's rows (the columns the joins need only) with the reason and column of
+    a rejection here (conflicting duplicate, unknown parent), ``_drop`` for an exact duplicate
+    dropped, and ``_late`` for a row at or after the as-of cutoff.
     """
     late_reason: pl.Expr = pl.lit(None, pl.String)
     late_column: pl.Expr = pl.lit(None, pl.String)

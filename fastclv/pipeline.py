@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import polars as pl
 
-from fastclv import stage, storage
+from fastclv import memory, stage, storage
 from fastclv.config import Settings
 from fastclv.errors import ConfigError, FastclvError, TerminalError, TransientError
 from fastclv.extract import ScanProgress, extract
@@ -252,6 +252,7 @@ def run_stage(
     if not stage_enabled(name, settings):
         log.info("%s: off", name)
         return {}
+    memory.limit()
     t0 = time.perf_counter()
     log.info("%s: started", name)
     result: dict[str, Any]
@@ -275,6 +276,7 @@ def run_stage(
         result = {"load": load_stage(settings, area=area)}
     else:
         raise ValueError(f"no stage {name!r}; the stages are {', '.join(STAGES)}")
+    memory.release()
     result["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("%s: %s in %.2f s", name, _describe(name, result), result["seconds"])
     if name == "extract":
