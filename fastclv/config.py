@@ -130,7 +130,8 @@ class Settings:
         default=128,
         metadata=_doc(
             "Input MiB per key-hash bucket: orders and items are resolved one bucket at a time, so "
-            "a smaller value holds less memory, a larger one is a little faster (0: one bucket)."
+            "a smaller value holds less memory (0: one bucket; at L the extract is then about a "
+            "quarter faster and holds 2.6 GiB instead of 1)."
         ),
     )
     reject_rate_threshold: float = field(
