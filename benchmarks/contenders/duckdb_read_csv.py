@@ -28,7 +28,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -44,6 +43,7 @@ from benchmarks.contenders.rules import (
     SPECS,
     STATUSES,
     Spec,
+    contender_parser,
     header_positions,
     write_counts,
 )
@@ -234,15 +234,8 @@ def counts(con: duckdb.DuckDBPyConnection, as_of: date) -> dict[str, dict[str, o
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
-    parser.add_argument("--pg-uri", required=True)
-    parser.add_argument("--schema", default="public")
+    parser = contender_parser(__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (DuckDB spills here)")
-    parser.add_argument("--delimiter", default=",")
-    parser.add_argument("--counts", type=Path, help="write the per-file counts (JSON) here")
-    parser.add_argument("--rejects", type=Path, help="write the rejects (CSV) here")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)

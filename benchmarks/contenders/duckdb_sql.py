@@ -22,7 +22,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import re
 import time
 from datetime import date, timedelta
@@ -43,6 +42,7 @@ from benchmarks.contenders.rules import (
     STATUSES,
     TIMESTAMP_RE,
     Spec,
+    contender_parser,
     header_positions,
     opener_re,
     pair_multiline,
@@ -393,15 +393,8 @@ def load(con: duckdb.DuckDBPyConnection, pg_uri: str, schema: str, as_of: date) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
-    parser.add_argument("--pg-uri", required=True)
-    parser.add_argument("--schema", default="public")
+    parser = contender_parser(__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (DuckDB spills here)")
-    parser.add_argument("--delimiter", default=",")
-    parser.add_argument("--counts", type=Path, help="write the per-file counts (JSON) here")
-    parser.add_argument("--rejects", type=Path, help="write the rejects (CSV) here")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ The typed columns of all rows are then held in memory, as such code does. Run::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import re
@@ -53,6 +52,7 @@ from benchmarks.contenders.rules import (
     TIMESTAMP_RE,
     TRIM,
     Spec,
+    contender_parser,
     header_positions,
     opener_re,
     pair_multiline,
@@ -454,15 +454,8 @@ def load(result: pd.DataFrame, pg_uri: str, schema: str, as_of: date, method: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
-    parser.add_argument("--pg-uri", required=True)
-    parser.add_argument("--schema", default="public")
+    parser = contender_parser(__doc__.split("\n")[0])
     parser.add_argument("--method", choices=("execute_values", "copy_expert"), default="execute_values")
-    parser.add_argument("--delimiter", default=",")
-    parser.add_argument("--counts", type=Path, help="write the per-file counts (JSON) here")
-    parser.add_argument("--rejects", type=Path, help="write the rejects (CSV) here")
     args = parser.parse_args()
 
     timings: dict[str, float] = {}

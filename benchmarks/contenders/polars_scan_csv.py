@@ -32,7 +32,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import re
 import time
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from benchmarks.contenders.rules import (
     STATUSES,
     TRIM,
     Spec,
+    contender_parser,
     header_positions,
     table_ddl,
     write_counts,
@@ -353,15 +353,8 @@ def load(result: pl.DataFrame, pg_uri: str, schema: str, as_of: date) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
-    parser.add_argument("--pg-uri", required=True)
-    parser.add_argument("--schema", default="public")
+    parser = contender_parser(__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (the readable lines)")
-    parser.add_argument("--delimiter", default=",")
-    parser.add_argument("--counts", type=Path, help="write the per-file counts (JSON) here")
-    parser.add_argument("--rejects", type=Path, help="write the rejects (CSV) here")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)

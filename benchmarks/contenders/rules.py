@@ -8,9 +8,11 @@ that agreeing with fastclv means something.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 
@@ -199,3 +201,16 @@ def write_counts(path: Path | None, counts: dict[str, dict[str, object]]) -> Non
     """Write the per-file counts (the shape of fastclv's summary.json ``files``)."""
     if path is not None:
         path.write_text(json.dumps(counts, indent=2, sort_keys=True, default=int) + "\n")
+
+
+def contender_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every contender shares (each adds its own options, such as ``--work``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
+    parser.add_argument("--pg-uri", required=True)
+    parser.add_argument("--schema", default="public")
+    parser.add_argument("--delimiter", default=",")
+    parser.add_argument("--counts", type=Path, help="write the per-file counts (JSON) here")
+    parser.add_argument("--rejects", type=Path, help="write the rejects (CSV) here")
+    return parser
