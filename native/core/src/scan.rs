@@ -16,11 +16,13 @@ use std::fmt;
 use std::io::{self, Read};
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::ArrowError;
 use memchr::{memchr, memrchr};
 
-use crate::check::{Columns, Kind};
+use crate::check::{Columns, Kind, OFFSET};
 use crate::csv::{frame, joined_text, resync_from_open, Dialect, Field, Framed, Span, Tokenized};
 use crate::values::trim;
 
@@ -30,6 +32,9 @@ pub const HEADER_LIMIT: usize = 16 * 1024 * 1024;
 /// Longest record kept whole: a longer one (an unclosed quote that would swallow the rest of
 /// the file) is a `malformed_row` with the start of its text, and memory stays bounded.
 pub const RECORD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Bytes a range scan reads past its end at once, to finish its last record.
+const RANGE_TAIL: usize = 64 * 1024;
 
 /// Why a scan stopped.
 #[derive(Debug)]
@@ -382,6 +387,15 @@ pub struct Scanner<R: Read> {
     carried: usize,
     /// Bytes read from the source so far (header included).
     pub bytes_read: u64,
+    /// Skip to the first line start before framing (a range that starts at a guessed point).
+    align: bool,
+    /// Keep only the records that start before this file offset (a byte range's end).
+    limit: Option<u64>,
+    /// File offset of the first record framed.
+    first_record: Option<u64>,
+    /// File offset of the first record framed at or after `limit`, or of the end of the file.
+    next_record: Option<u64>,
+    finished: bool,
 }
 
 impl<R: Read> Scanner<R> {
@@ -412,6 +426,109 @@ impl<R: Read> Scanner<R> {
             skipping: false,
             carried: 0,
             bytes_read,
+            align: false,
+            limit: None,
+            first_record: None,
+            next_record: None,
+            finished: false,
+        }
+    }
+
+    /// A scan of one byte range of the file (the sharded plan): the reader stands at file
+    /// offset `base` (no header before it). With `align`, the scan first skips to the next line
+    /// start, *guessing* it is a record start (the caller checks the guess against the range
+    /// before, see [`Scanner::first_record`]); without it, `base` is a known record start. Only
+    /// the records that start before `limit` (None: the end of the file) are kept, and rows
+    /// are numbered from 1 in the range.
+    pub fn range(
+        reader: R,
+        layout: Layout,
+        dialect: Dialect,
+        tuning: Tuning,
+        base: u64,
+        align: bool,
+        limit: Option<u64>,
+    ) -> Self {
+        let mut scanner = Scanner::new(reader, layout, dialect, tuning, Vec::new(), base);
+        scanner.bytes_read = 0;
+        scanner.align = align;
+        scanner.limited(limit)
+    }
+
+    /// Keep only the records that start before file offset `limit` (None: every record).
+    pub fn limited(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// File offset of the first record this scan framed (None: none yet, or none at all).
+    pub fn first_record(&self) -> Option<u64> {
+        self.first_record
+    }
+
+    /// Where the records after this scan's begin: the file offset of the first record at or
+    /// after the range's end, or the end of the file. None until the scan is over.
+    pub fn next_record(&self) -> Option<u64> {
+        self.next_record
+    }
+
+    /// Skip the bytes before the first line start (a range scan's guessed start).
+    fn align_to_line(&mut self) -> io::Result<()> {
+        let mut target = RANGE_TAIL;
+        loop {
+            self.fill(target)?;
+            if let Some(p) = memchr(b'\n', &self.buf) {
+                self.buf.drain(..=p);
+                self.base += p as u64 + 1;
+                break;
+            }
+            if self.eof {
+                self.base += self.buf.len() as u64;
+                self.buf.clear();
+                break;
+            }
+            target = self.buf.len() + RANGE_TAIL.max(self.buf.len());
+        }
+        self.align = false;
+        Ok(())
+    }
+
+    /// Note the first record, and cut the step's batches at the range's end.
+    fn clip(&mut self, batches: &mut Vec<RecordBatch>) {
+        for i in 0..batches.len() {
+            let batch = &batches[i];
+            let Ok(column) = batch.schema().index_of(OFFSET) else {
+                return;
+            };
+            let offsets = batch.column(column).as_primitive::<Int64Type>();
+            if offsets.is_empty() {
+                continue;
+            }
+            if self.first_record.is_none() {
+                self.first_record = Some(offsets.value(0) as u64);
+            }
+            let Some(limit) = self.limit else {
+                continue;
+            };
+            let values = offsets.values();
+            let keep = values.partition_point(|&o| (o as u64) < limit);
+            if keep == values.len() {
+                continue;
+            }
+            self.next_record = Some(values[keep] as u64);
+            self.finished = true;
+            let dropped: usize = (batch.num_rows() - keep)
+                + batches[i + 1..]
+                    .iter()
+                    .map(RecordBatch::num_rows)
+                    .sum::<usize>();
+            self.next_row -= dropped as i64;
+            let kept = batch.slice(0, keep);
+            batches.truncate(i);
+            if keep > 0 {
+                batches.push(kept);
+            }
+            return;
         }
     }
 
@@ -441,8 +558,22 @@ impl<R: Read> Scanner<R> {
     pub fn next_batches(&mut self) -> Result<Option<Vec<RecordBatch>>, ScanError> {
         // Each step takes about `step` new bytes after the record carried over, whatever was
         // read ahead already (the header's read, a large read from a stream).
+        if self.finished {
+            return Ok(None);
+        }
+        if self.align {
+            self.align_to_line()?;
+        }
         let step = self.tuning.chunk_bytes.saturating_mul(self.tuning.threads);
         let mut target = self.carried + step;
+        if let Some(limit) = self.limit {
+            // Read only a little past the range's end: its last record, and where the next begins.
+            let to_limit = usize::try_from(limit.saturating_sub(self.base)).unwrap_or(usize::MAX);
+            // A record open across the end grows the read geometrically (it is framed again from
+            // its start at each step).
+            let past = to_limit.max(self.carried.saturating_mul(2));
+            target = target.min(past.saturating_add(RANGE_TAIL));
+        }
         let cut = loop {
             self.fill(target)?;
             let window = self.buf.len().min(target);
@@ -456,6 +587,8 @@ impl<R: Read> Scanner<R> {
             }
         };
         if cut == 0 {
+            self.finished = true;
+            self.next_record.get_or_insert(self.base);
             return Ok(None);
         }
         let mut buf = std::mem::take(&mut self.buf);
@@ -570,6 +703,7 @@ impl<R: Read> Scanner<R> {
         self.base += carry_from as u64;
         self.carried = cut.saturating_sub(carry_from);
         self.buf = buf.split_off(carry_from);
+        self.clip(&mut batches);
         Ok(Some(batches))
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! `FASTCLV_FUZZ_ITERS` sets the number of inputs (default 40; `make fuzz` runs many more).
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
 use arrow_array::RecordBatch;
 use fastclv_core::check::Kind;
 use fastclv_core::csv::Dialect;
@@ -122,6 +124,117 @@ fn random_bytes_never_panic_and_chunking_never_changes_the_result() {
                 got, whole,
                 "iteration {i} (seed {seed}), chunk {chunk_bytes}, threads {threads}: {data:?}"
             );
+        }
+    }
+}
+
+/// One byte range's scan: its rows (row numbers from 1 in the range), the offset of its first
+/// record, and where the records after it begin.
+fn scan_range(
+    data: &[u8],
+    start: u64,
+    align: bool,
+    end: Option<u64>,
+    tuning: Tuning,
+) -> (Vec<RecordBatch>, Option<u64>, u64) {
+    let dialect = Dialect::new(b',');
+    let mut header = data;
+    let (names, _) = read_header(&mut header, &dialect).expect("the header is valid");
+    let layout = Layout::from_header(Kind::Orders, &names).expect("all columns present");
+    let base = if align { start - 1 } else { start };
+    let mut reader = std::io::Cursor::new(data);
+    reader.set_position(base);
+    let mut scanner = Scanner::range(reader, layout, dialect, tuning, base, align, end);
+    let mut out = Vec::new();
+    while let Some(batches) = scanner.next_batches().expect("reading a slice never fails") {
+        out.extend(batches);
+    }
+    let next = scanner
+        .next_record()
+        .expect("a finished scan says where the next records are");
+    (out, scanner.first_record(), next)
+}
+
+/// Every row as (row number, the rest of its columns).
+fn numbered(batches: &[RecordBatch]) -> Vec<(i64, String)> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let numbers = batch.column(0).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            let one = batch.slice(i, 1);
+            rows.push((numbers.value(i), format!("{:?}", &one.columns()[1..])));
+        }
+    }
+    rows
+}
+
+/// The rows of every range, stitched the way the sharded plan does: a range whose guessed
+/// start is not where the range before it ended is scanned again from there, and row numbers
+/// are shifted by the rows of the ranges before.
+fn scan_ranges(data: &[u8], data_start: u64, cuts: &[u64], tuning: Tuning) -> Vec<(i64, String)> {
+    let mut bounds = vec![data_start];
+    bounds.extend(cuts.iter().copied().filter(|&c| c > data_start));
+    let mut rows = Vec::new();
+    let mut expected = data_start;
+    for (k, &start) in bounds.iter().enumerate() {
+        let end = bounds.get(k + 1).copied();
+        let (mut batches, first, mut next) = scan_range(data, start, k > 0, end, tuning);
+        if k > 0 && first.unwrap_or(next) != expected {
+            (batches, _, next) = scan_range(data, expected, false, end, tuning);
+        }
+        let shift = rows.len() as i64;
+        rows.extend(
+            numbered(&batches)
+                .into_iter()
+                .map(|(n, line)| (n + shift, line)),
+        );
+        expected = next;
+    }
+    assert_eq!(
+        expected,
+        data.len() as u64,
+        "the last range ends at the end of the file"
+    );
+    rows
+}
+
+#[test]
+fn byte_ranges_stitched_give_the_whole_file_scan() {
+    let iterations: usize = std::env::var("FASTCLV_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let mut rng = Rng(0xB17E5 | 1);
+    let tuning = Tuning {
+        chunk_bytes: 7,
+        threads: 2,
+    };
+    for i in 0..iterations {
+        let data = input(&mut rng);
+        let mut header = data.as_slice();
+        let (_, rest) = read_header(&mut header, &Dialect::new(b',')).expect("valid header");
+        let data_start = (data.len() - header.len() - rest.len()) as u64;
+        let whole = numbered(&scan(&data, tuning));
+        let size = data.len() as u64;
+        // Random sets of up to 8 cuts (a single cut in half of them).
+        let mut cut_sets = Vec::new();
+        for _ in 0..24 {
+            let n = if rng.below(2) == 0 {
+                1
+            } else {
+                1 + rng.below(8)
+            };
+            let mut cuts: Vec<u64> = (0..n)
+                .map(|_| data_start + 1 + rng.below((size - data_start).max(1) as usize) as u64)
+                .filter(|&c| c < size)
+                .collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            cut_sets.push(cuts);
+        }
+        for cuts in cut_sets {
+            let got = scan_ranges(&data, data_start, &cuts, tuning);
+            assert_eq!(got, whole, "iteration {i}, cuts {cuts:?}: {data:?}");
         }
     }
 }

@@ -5,7 +5,7 @@
 //! errors become `FormatError` or `OSError`, and a panic (a bug) becomes `InternalError`.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 
@@ -55,7 +55,28 @@ impl Read for PyReader {
     }
 }
 
-type Source = Box<dyn Read + Send>;
+impl Seek for PyReader {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let (offset, whence) = match pos {
+            SeekFrom::Start(n) => (i64::try_from(n).map_err(io::Error::other)?, 0),
+            SeekFrom::Current(n) => (n, 1),
+            SeekFrom::End(n) => (n, 2),
+        };
+        Python::attach(|py| {
+            self.0
+                .bind(py)
+                .call_method1("seek", (offset, whence))
+                .and_then(|p| p.extract::<u64>())
+                .map_err(io::Error::other)
+        })
+    }
+}
+
+/// What a scan reads: a local file, or a Python file object that can seek (byte ranges).
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+type Source = Box<dyn ReadSeek + Send>;
 
 enum State {
     /// Header read; waiting for the layout.
@@ -100,6 +121,10 @@ struct Scan {
     rows: i64,
     /// Key-hash buckets to split each batch into (0: batches as scanned).
     buckets: usize,
+    /// Data start (the header's length in bytes).
+    data_start: u64,
+    first_record: Option<u64>,
+    next_record: Option<u64>,
 }
 
 #[pymethods]
@@ -163,6 +188,9 @@ impl Scan {
             bytes_read: header_bytes,
             rows: 0,
             buckets: 0,
+            data_start: header_bytes,
+            first_record: None,
+            next_record: None,
         })
     }
 
@@ -184,14 +212,46 @@ impl Scan {
         self.rows
     }
 
+    /// File offset of the first data byte (the header's length, BOM and line end included).
+    #[getter]
+    fn data_start(&self) -> u64 {
+        self.data_start
+    }
+
+    /// File offset of the first record framed (None: none so far, or none at all).
+    #[getter]
+    fn first_record(&self) -> Option<u64> {
+        self.first_record
+    }
+
+    /// Once the scan is over: the file offset of the first record at or after the range's
+    /// end (or the end of the file).
+    #[getter]
+    fn next_record(&self) -> Option<u64> {
+        self.next_record
+    }
+
     /// Start scanning: `positions[slot]` is the field index of each contract column of the
     /// kind (required first, then optional), or None for an absent optional column.
     ///
     /// With `buckets` (a power of two), every batch is split by key hash: the rows that
     /// passed the checks into buckets `0 .. buckets`, the rejected ones into bucket `buckets`
     /// (each `Batch` says its `bucket`); 0 yields the batches as scanned.
-    #[pyo3(signature = (positions, buckets = 0))]
-    fn start(&mut self, positions: Vec<Option<usize>>, buckets: usize) -> PyResult<()> {
+    ///
+    /// `start` and `end` scan one byte range (the sharded plan): the records that start in
+    /// `[start, end)`, rows numbered from 1 in the range. With `align` the scan skips to the
+    /// first line start at or after `start` (a guess, checked by the caller against the
+    /// previous range's `next_record`); without it, `start` must be a record start.
+    #[pyo3(signature = (positions, buckets = 0, start = None, end = None, align = true))]
+    fn start(
+        &mut self,
+        py: Python<'_>,
+        positions: Vec<Option<usize>>,
+        buckets: usize,
+        start: Option<u64>,
+        end: Option<u64>,
+        align: bool,
+    ) -> PyResult<()> {
         if buckets > 0 && !buckets.is_power_of_two() {
             return Err(PyValueError::new_err(format!(
                 "buckets must be a power of two, not {buckets}"
@@ -227,14 +287,26 @@ impl Scan {
             n_fields: self.names.len(),
             positions,
         };
-        *state = State::Scanning(Box::new(Scanner::new(
-            reader,
-            layout,
-            self.dialect,
-            self.tuning,
-            rest,
-            header_bytes,
-        )));
+        let scanner = match start {
+            Some(at) if at > header_bytes => {
+                // A range after the first: seek there (one byte early to see a line start).
+                let base = if align { at - 1 } else { at };
+                let mut reader = reader;
+                py.detach(|| reader.seek(SeekFrom::Start(base)))?;
+                Scanner::range(reader, layout, self.dialect, self.tuning, base, align, end)
+            }
+            // The first range starts at the data, right after the header.
+            _ => Scanner::new(
+                reader,
+                layout,
+                self.dialect,
+                self.tuning,
+                rest,
+                header_bytes,
+            )
+            .limited(end),
+        };
+        *state = State::Scanning(Box::new(scanner));
         Ok(())
     }
 
@@ -282,20 +354,25 @@ impl Scan {
                                 Some(parts)
                             }
                         };
-                        let counts = (scanner.bytes_read, scanner.rows());
+                        let counts = (
+                            scanner.bytes_read,
+                            scanner.rows(),
+                            scanner.first_record(),
+                            scanner.next_record(),
+                        );
                         if batches.is_none() {
                             *guard = State::Done;
                         }
                         Ok((batches, counts))
                     }
-                    State::Done => Ok((None, (0, 0))),
+                    State::Done => Ok((None, (0, 0, None, None))),
                     State::Opened { .. } => Err(ScanError::Format(
                         "call start(positions) before iterating".into(),
                     )),
                 }
             }))
         });
-        let (batches, (bytes, rows)) = match outcome {
+        let (batches, (bytes, rows, first, next)) = match outcome {
             Err(p) => {
                 *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Done;
                 return Err(InternalError::new_err(format!(
@@ -306,6 +383,12 @@ impl Scan {
             }
             Ok(result) => result.map_err(scan_error)?,
         };
+        if first.is_some() {
+            self.first_record = first;
+        }
+        if next.is_some() {
+            self.next_record = next;
+        }
         match batches {
             None => Ok(None),
             Some(batches) => {
