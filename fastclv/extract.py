@@ -267,17 +267,11 @@ def extract(
 
         def parents(spec: InputFile) -> Callable[[int], _Parents | None]:
             """The parents of the foreign key of each bucket of ``spec``."""
-            if spec is ORDERS:  # every customer (Polars' hash of the text key), held once
-                key = pl.col("customer_id").hash()
-                customers = pl.scan_parquet(run_dir / "customers.parquet")
-                held = _parents(customers, "customer_id", Reason.UNKNOWN_CUSTOMER, key, key)
+            if spec is ORDERS:
+                held = order_parents(run_dir / "customers.parquet")
                 return lambda _: held
-            if spec is ORDER_ITEMS:  # the orders of the bucket, on the scanner's order_id hash
-                after = pl.col("order_ts") >= cutoff
-                key = pl.col(KEY_HASH)
-                return lambda k: _parents(
-                    pl.scan_ipc(order_parts[k]), "order_id", Reason.UNKNOWN_ORDER, key, key, _after=after
-                )
+            if spec is ORDER_ITEMS:
+                return item_parents(order_parts, cutoff)
             return lambda _: None
 
         try:
@@ -302,7 +296,8 @@ def extract(
                 part.unlink(missing_ok=True)
 
         rejects_path = run_dir / "rejects.parquet"
-        _write_rejects(reject_parts, headers, rejects_path, storage_options)
+        locations = {name: header.location for name, header in headers.items()}
+        write_rejects(reject_parts, locations, rejects_path, storage_options)
     return ExtractResult(valid_paths, str(rejects_path), counts)
 
 
@@ -330,11 +325,43 @@ def bucket_count(*sizes: int | None, bucket_bytes: int = BUCKET_BYTES) -> int:
 
 @dataclass(frozen=True)
 class Scanned:
-    """One file after its scan: the scanner's rejects and the passing rows, by key-hash bucket."""
+    """One file after its scan: the scanner's rejects and the passing rows, by key-hash bucket.
+
+    A file scanned whole is one byte range; the sharded plan (:mod:`fastclv.shard`) scans it
+    as several, each with its own work files and row numbers counted from 1 in the range.
+    """
 
     rows: int
-    rejected: Path
-    buckets: list[Path]
+    #: The scanner's rejects, one work file per byte range, in file order.
+    rejected: list[Path]
+    #: Per key-hash bucket, one work file per byte range, in file order.
+    buckets: list[list[Path]]
+    #: Per byte range, the rows of the ranges before it (added to its row numbers).
+    shifts: list[int]
+
+    def bucket(self, k: int) -> pl.LazyFrame:
+        """The passing rows of bucket ``k``, in row order, numbered in the file."""
+        return _ranges(self.buckets[k], self.shifts)
+
+    def rejects(self) -> pl.LazyFrame:
+        """The scanner's rejects, in row order, numbered in the file."""
+        return _ranges(self.rejected, self.shifts)
+
+    def work_files(self) -> list[Path]:
+        """Every work file of the scan."""
+        return [*self.rejected, *(path for bucket in self.buckets for path in bucket)]
+
+
+def _ranges(paths: list[Path], shifts: list[int]) -> pl.LazyFrame:
+    """Work files of consecutive byte ranges as one frame, their row numbers shifted."""
+    if len(paths) == 1 and shifts[0] == 0:
+        return pl.scan_ipc(paths[0])
+    return pl.concat(
+        [
+            pl.scan_ipc(path).with_columns(pl.col(ROW) + shift)
+            for path, shift in zip(paths, shifts, strict=True)
+        ]
+    )
 
 
 #: Columns of the scanner's rejects in the work files.
@@ -347,22 +374,30 @@ def _scan(
     buckets: int,
     storage_options: Mapping[str, str] | None,
     on_progress: ScanProgress | None = None,
+    *,
+    stem: str | None = None,
+    byte_range: native.ByteRange | None = None,
 ) -> Scanned:
-    """Scan one file into LZ4 Arrow IPC work files, streamed back with bounded memory.
+    """Scan one file (or one byte range of it) into LZ4 Arrow IPC work files.
 
     Rejected rows go to one file in row order; passing rows, with the columns the rest
-    needs, go to ``buckets`` files by their key hash (row order inside each).
+    needs, go to ``buckets`` files by their key hash (row order inside each). The files are
+    ``<stem>.rejected.arrow`` and ``<stem>.b<k>.arrow`` in ``work_dir`` (``stem``: the file's
+    name). Nothing is held in memory but the step being written.
     """
     spec, scan = header.spec, header.scan
+    stem = stem or spec.name
     keep = [*VALID_SCHEMAS[spec.name].names(), KEY_HASH, OFFSET, LENGTH]
-    names = {"rejected": work_dir / f"{spec.name}.rejected.arrow"}
-    names |= {f"b{k}": work_dir / f"{spec.name}.b{k}.arrow" for k in range(buckets)}
-    log.info("%s: scanning %s (%d key-hash buckets)", spec.file_name, header.location, buckets)
+    names = {"rejected": work_dir / f"{stem}.rejected.arrow"}
+    names |= {f"b{k}": work_dir / f"{stem}.b{k}.arrow" for k in range(buckets)}
+    where = f" bytes {byte_range.start}-{byte_range.end or header.size or ''}" if byte_range else ""
+    log.info("%s: scanning %s%s (%d key-hash buckets)", spec.file_name, header.location, where, buckets)
     started = last = time.perf_counter()
     options = pa.ipc.IpcWriteOptions(compression="lz4")
     empty = native.empty_batch(spec.name)
     with ExitStack() as stack:
         with stage.writing(work_dir.parent):
+            work_dir.mkdir(parents=True, exist_ok=True)
             tmps = {name: stack.enter_context(files.atomic_write(path)) for name, path in names.items()}
             writers = {
                 name: stack.enter_context(
@@ -375,7 +410,7 @@ def _scan(
                 for name, tmp in tmps.items()
             }
         with _reading(spec, header.location, storage_options):
-            for bucket, batch in scan.bucketed(header.slots(), buckets):
+            for bucket, batch in scan.bucketed(header.slots(), buckets, byte_range=byte_range):
                 with stage.writing(work_dir.parent):  # a write, not a read, of the input
                     if bucket == buckets:
                         writers["rejected"].write_batch(batch.select(_REJECT_WORK))
@@ -405,7 +440,7 @@ def _scan(
         scan.bytes_read / 1e6,
         time.perf_counter() - started,
     )
-    return Scanned(scan.rows, names["rejected"], [names[f"b{k}"] for k in range(buckets)])
+    return Scanned(scan.rows, [names["rejected"]], [[names[f"b{k}"]] for k in range(buckets)], [0])
 
 
 def _conflicts(ok: pl.LazyFrame, key: str, compare: list[str]) -> pl.DataFrame:
@@ -560,6 +595,51 @@ def _sink(spec: InputFile, frame: pl.LazyFrame, staged: Path, late: Path, keys: 
     return _Resolved(*(int(n) for n in totals.row(0)))
 
 
+@dataclass(frozen=True)
+class BucketFiles:
+    """Where one bucket's resolve writes: its valid rows, its late rejects, the orders' keys."""
+
+    valid: Path
+    late: Path
+    #: The columns of the staged orders that their items' resolve needs (one bucket only: with
+    #: several, each order bucket's ``valid`` work file serves).
+    keys: Path | None
+
+
+def bucket_files(spec: InputFile, k: int, buckets: int, run_dir: Path, work_dir: Path) -> BucketFiles:
+    """The outputs of bucket ``k`` of ``buckets``: one bucket is staged as it is resolved."""
+    one = buckets == 1
+    valid = run_dir / f"{spec.name}.parquet" if one else work_dir / f"{spec.name}.valid.b{k}.arrow"
+    keys = work_dir / "orders.keys.arrow" if one and spec is ORDERS else None
+    return BucketFiles(valid, work_dir / f"{spec.name}.late.b{k}.arrow", keys)
+
+
+def item_parents(order_parts: list[Path], cutoff: pl.Expr) -> Callable[[int], _Parents]:
+    """The parents of the items of each bucket: that bucket's orders, on the order_id hash."""
+    key = pl.col(KEY_HASH)
+    return lambda k: _parents(
+        pl.scan_ipc(order_parts[k]),
+        "order_id",
+        Reason.UNKNOWN_ORDER,
+        key,
+        key,
+        _after=pl.col("order_ts") >= cutoff,
+    )
+
+
+def order_parents(customers: Path) -> _Parents:
+    """Every staged customer (Polars' hash of the text key), held once for all order buckets."""
+    key = pl.col("customer_id").hash()
+    return _parents(pl.scan_parquet(customers), "customer_id", Reason.UNKNOWN_CUSTOMER, key, key)
+
+
+def resolve_bucket(
+    spec: InputFile, rows: pl.LazyFrame, parents: _Parents | None, cutoff: pl.Expr, out: BucketFiles
+) -> _Resolved:
+    """Resolve one bucket's passing rows (duplicates, foreign keys) and write its files."""
+    return _sink(spec, _resolve(spec, rows, parents, cutoff), out.valid, out.late, out.keys)
+
+
 def _resolve_file(
     spec: InputFile,
     scanned: Scanned,
@@ -577,33 +657,44 @@ def _resolve_file(
     the columns its items need (the caller removes them).
     """
     total = _Resolved()
-    one = len(scanned.buckets) == 1
-    parts: list[Path] = []
-    late_parts: list[Path] = []
-    keys = work_dir / "orders.keys.arrow" if one and spec is ORDERS else None
+    n = len(scanned.buckets)
+    outputs = [bucket_files(spec, k, n, out.parent, work_dir) for k in range(n)]
     try:
-        for k, bucket in enumerate(scanned.buckets):
+        for k, bucket in enumerate(outputs):
             t0 = time.perf_counter()
-            parts.append(out if one else work_dir / f"{spec.name}.valid.b{k}.arrow")
-            late_parts.append(work_dir / f"{spec.name}.late.b{k}.arrow")
-            plan = _resolve(spec, pl.scan_ipc(bucket), parents(k), cutoff)
-            total += _sink(spec, plan, parts[-1], late_parts[-1], keys)
-            bucket.unlink()
+            total += resolve_bucket(spec, scanned.bucket(k), parents(k), cutoff, bucket)
+            for path in scanned.buckets[k]:
+                path.unlink()
             log.debug("%s: bucket %d resolved in %.2f s", spec.file_name, k, time.perf_counter() - t0)
-        if not one:
-            t0 = time.perf_counter()
-            parent = [PARENT_ROW[spec.name]] if spec.name in PARENT_ROW else []
-            staged = pl.scan_ipc(parts).select(*VALID_SCHEMAS[spec.name].names(), *parent)
-            stage.sink_parquet(staged, out, compression=stage.STAGED_INPUT_CODEC)
-            log.debug("%s: staged in %.2f s", spec.file_name, time.perf_counter() - t0)
+        counts = finish_file(spec, scanned, total, outputs, out, rejects_out)
     finally:
-        if spec is not ORDERS and not one:
-            for part in parts:
-                part.unlink(missing_ok=True)
+        if spec is not ORDERS and n > 1:
+            for bucket in outputs:
+                bucket.valid.unlink(missing_ok=True)
+    if spec is not ORDERS:
+        return counts, []
+    return counts, [outputs[0].keys] if n == 1 and outputs[0].keys else [b.valid for b in outputs]
+
+
+def finish_file(
+    spec: InputFile,
+    scanned: Scanned,
+    total: _Resolved,
+    outputs: list[BucketFiles],
+    out: Path,
+    rejects_out: Path,
+) -> FileCounts:
+    """Stage a resolved file (several buckets: one streamed copy) and its rejects, and count."""
+    if len(outputs) > 1:
+        t0 = time.perf_counter()
+        parent = [PARENT_ROW[spec.name]] if spec.name in PARENT_ROW else []
+        staged = pl.scan_ipc([b.valid for b in outputs]).select(*VALID_SCHEMAS[spec.name].names(), *parent)
+        stage.sink_parquet(staged, out, compression=stage.STAGED_INPUT_CODEC)
+        log.debug("%s: staged in %.2f s", spec.file_name, time.perf_counter() - t0)
     # The rows rejected after the scan are few: sorted whole, then merged with the scanner's.
-    late_rows = pl.scan_ipc(late_parts).sort(ROW)
+    late_rows = pl.scan_ipc([b.late for b in outputs]).sort(ROW)
     rejects = (
-        pl.scan_ipc(scanned.rejected)
+        scanned.rejects()
         .merge_sorted(late_rows, key=ROW)
         .select(
             pl.lit(spec.file_name).alias("file"),
@@ -616,7 +707,7 @@ def _resolve_file(
         )
     )
     stage.sink_parquet(rejects, rejects_out)
-    for part in (scanned.rejected, *late_parts):
+    for part in (*scanned.rejected, *(b.late for b in outputs)):
         part.unlink()
 
     by_reason = dict.fromkeys((r.value for r in REASONS_BY_FILE[spec.name]), 0)
@@ -633,9 +724,7 @@ def _resolve_file(
     )
     if counts.read != counts.valid + counts.rejected + counts.duplicates_dropped:
         raise AssertionError(f"{spec.file_name}: counts do not add up: {counts}")  # a bug, not bad input
-    if spec is not ORDERS:
-        return counts, []
-    return counts, [keys] if keys is not None else parts
+    return counts
 
 
 def _join_parent(ok: pl.LazyFrame, parents: _Parents) -> pl.LazyFrame:
@@ -672,8 +761,11 @@ def _parent_row(spec: InputFile) -> list[pl.Expr]:
 # --------------------------------------------------------------------------- rejects
 
 
-def _write_rejects(
-    parts: dict[str, Path], headers: dict[str, Header], out: Path, storage_options: Mapping[str, str] | None
+def write_rejects(
+    parts: Mapping[str, Path],
+    locations: Mapping[str, str],
+    out: Path,
+    storage_options: Mapping[str, str] | None,
 ) -> None:
     """Concatenate the per-file rejects (by file name, then row), streamed.
 
@@ -686,9 +778,9 @@ def _write_rejects(
         part = pl.scan_parquet(parts[spec.name])
         late = part.filter(pl.col(RAW).is_null()).select(ROW, OFFSET, LENGTH).collect(engine="streaming")
         if late.height:
-            header = headers[spec.name]
-            with _reading(spec, header.location, storage_options):
-                texts = _read_ranges(header.location, late, storage_options)
+            location = locations[spec.name]
+            with _reading(spec, location, storage_options):
+                texts = _read_ranges(location, late, storage_options)
             part = part.join(texts.lazy(), on=ROW, how="left", maintain_order="left").with_columns(
                 pl.coalesce(RAW, "_fetched").alias(RAW)
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,22 @@ KEY_HASH = "_key_hash"
 
 FormatError = _native.FormatError
 InternalError = _native.InternalError
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """One byte range of a file: the records that *start* in ``[start, end)``.
+
+    ``end`` None is the end of the file. With ``align`` the scan begins at the first line
+    start at or after ``start``, a guess that it is a record start (a quoted field may span
+    lines): the caller checks the scan's :attr:`Scan.first_record` against the previous
+    range's :attr:`Scan.next_record` and, when they differ, scans the range again from that
+    offset with ``align`` False. Row numbers count from 1 in the range.
+    """
+
+    start: int
+    end: int | None = None
+    align: bool = True
 
 
 #: One step of a scan as the scan thread hands it over: its batches, then rows and bytes so far.
@@ -72,17 +89,42 @@ class Scan:
         """Data rows numbered so far."""
         return self._progress[0] if self._progress is not None else int(self._scan.rows)
 
-    def batches(self, positions: list[int | None], *, prefetch: int = 2) -> Iterator[pa.RecordBatch]:
+    @property
+    def data_start(self) -> int:
+        """File offset of the first data byte (the header's length)."""
+        return int(self._scan.data_start)
+
+    @property
+    def first_record(self) -> int | None:
+        """File offset of the first record the scan framed (None: none)."""
+        first = self._scan.first_record
+        return None if first is None else int(first)
+
+    @property
+    def next_record(self) -> int | None:
+        """Once the scan is over: where the records after its range begin (or the file's end)."""
+        after = self._scan.next_record
+        return None if after is None else int(after)
+
+    def batches(
+        self, positions: list[int | None], *, prefetch: int = 2, byte_range: ByteRange | None = None
+    ) -> Iterator[pa.RecordBatch]:
         """Scan the data rows; ``positions`` gives each contract column's field index.
 
         The scan runs ``prefetch`` steps ahead on a thread of its own (the scanner releases
         the GIL), so that parsing overlaps whatever the caller does with each batch.
+        ``byte_range`` scans one range of the file only (see :class:`ByteRange`).
         """
-        for batch in self._steps(positions, 0, prefetch):
+        for batch in self._steps(positions, 0, prefetch, byte_range):
             yield pa.record_batch(batch)
 
     def bucketed(
-        self, positions: list[int | None], buckets: int, *, prefetch: int = 2
+        self,
+        positions: list[int | None],
+        buckets: int,
+        *,
+        prefetch: int = 2,
+        byte_range: ByteRange | None = None,
     ) -> Iterator[tuple[int, pa.RecordBatch]]:
         """Like :meth:`batches`, each batch split by key hash: ``(bucket, rows)`` pairs.
 
@@ -90,12 +132,17 @@ class Scan:
         power of two) by their key hash, the rejected ones to bucket ``buckets``; the split is
         done in the scanner, on its thread. Row order is kept inside each bucket.
         """
-        for batch in self._steps(positions, buckets, prefetch):
+        for batch in self._steps(positions, buckets, prefetch, byte_range):
             yield batch.bucket or 0, pa.record_batch(batch)
 
-    def _steps(self, positions: list[int | None], buckets: int, prefetch: int) -> Iterator[_native.Batch]:
+    def _steps(
+        self, positions: list[int | None], buckets: int, prefetch: int, byte_range: ByteRange | None
+    ) -> Iterator[_native.Batch]:
         """The scanner's batches, scanned ``prefetch`` steps ahead on a thread of its own."""
-        self._scan.start(positions, buckets)
+        if byte_range is None:
+            self._scan.start(positions, buckets)
+        else:
+            self._scan.start(positions, buckets, byte_range.start, byte_range.end, byte_range.align)
         self._progress = (int(self._scan.rows), int(self._scan.bytes_read))
         steps: queue.Queue[_Step | BaseException | None] = queue.Queue(maxsize=max(1, prefetch))
         stop = threading.Event()
