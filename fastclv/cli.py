@@ -173,6 +173,13 @@ def run(
         typer.Option("--lock-timeout", help="Seconds the partition swap waits for locks [default: 10]."),
     ] = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Run id (default: generated).")] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards",
+            help="Run the extract as the sharded plan in N worker processes [env FASTCLV_SHARDS, default 1].",
+        ),
+    ] = None,
     storage_option: StorageOptions = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stage.")] = False,
 ) -> None:
@@ -198,6 +205,7 @@ def run(
             holdout_days=holdout_days,
             lock_timeout_s=lock_timeout,
             run_id=run_id,
+            shards=shards,
             storage_options=parse_option_pairs(storage_option),
         )
         if settings.load and not settings.pg_uri:

@@ -134,6 +134,14 @@ class Settings:
             "quarter faster and holds 2.6 GiB instead of 1)."
         ),
     )
+    shards: int = field(
+        default=1,
+        metadata=_doc(
+            "Byte ranges per input file for the sharded extract (1: one task scans each file; N: "
+            "`fastclv run` scans and resolves them in N worker processes, the Airflow DAG maps them "
+            "over its workers; the staged result is the same)."
+        ),
+    )
     reject_rate_threshold: float = field(
         default=0.05,
         metadata=_doc("Warn (log, and an alert in Airflow) when a file's rejected/read is above this."),
@@ -177,20 +185,24 @@ class Settings:
             ("runs table", self.runs_table),
         ):
             check_identifier(name, what)
-        if self.horizon_months < 1:
-            raise ConfigError(f"horizon_months must be >= 1, got {self.horizon_months}.")
-        if not 0 <= self.discount_rate < 10:
-            raise ConfigError(f"discount_rate must be in [0, 10), got {self.discount_rate}.")
-        if self.margin < 0 or self.penalizer < 0:
-            raise ConfigError("margin and penalizer must be >= 0.")
-        if self.lock_timeout_s <= 0:
-            raise ConfigError(f"lock_timeout_s must be > 0, got {self.lock_timeout_s}.")
-        if self.holdout_days < 0:
-            raise ConfigError(f"holdout_days must be >= 0 (0: no backtest), got {self.holdout_days}.")
-        if self.bucket_mib < 0:
-            raise ConfigError(f"bucket_mib must be >= 0 (0: one bucket), got {self.bucket_mib}.")
-        if not 0 <= self.reject_rate_threshold <= 1:
-            raise ConfigError(f"reject_rate_threshold must be in [0, 1], got {self.reject_rate_threshold}.")
+        for ok, problem in (
+            (self.horizon_months >= 1, f"horizon_months must be >= 1, got {self.horizon_months}."),
+            (0 <= self.discount_rate < 10, f"discount_rate must be in [0, 10), got {self.discount_rate}."),
+            (self.margin >= 0 and self.penalizer >= 0, "margin and penalizer must be >= 0."),
+            (self.lock_timeout_s > 0, f"lock_timeout_s must be > 0, got {self.lock_timeout_s}."),
+            (self.holdout_days >= 0, f"holdout_days must be >= 0 (0: no backtest), got {self.holdout_days}."),
+            (self.bucket_mib >= 0, f"bucket_mib must be >= 0 (0: one bucket), got {self.bucket_mib}."),
+            (
+                1 <= self.shards <= 1024,
+                f"shards must be between 1 and 1024 (1: not sharded), got {self.shards}.",
+            ),
+            (
+                0 <= self.reject_rate_threshold <= 1,
+                f"reject_rate_threshold must be in [0, 1], got {self.reject_rate_threshold}.",
+            ),
+        ):
+            if not ok:
+                raise ConfigError(problem)
         if self.pg_uri and split_uri(self.pg_uri) is None and "=" not in self.pg_uri:
             raise ConfigError(
                 f"the PostgreSQL URI {redact(self.pg_uri)!r} is neither a libpq URI nor key=value "

@@ -265,7 +265,7 @@ def extract(
         # up in all of them); orders and items share their buckets, by the order_id hash.
         order_parts: list[Path] = []
 
-        def parents(spec: InputFile) -> Callable[[int], _Parents | None]:
+        def parents(spec: InputFile) -> Callable[[int], Parents | None]:
             """The parents of the foreign key of each bucket of ``spec``."""
             if spec is ORDERS:
                 held = order_parents(run_dir / "customers.parquet")
@@ -278,7 +278,7 @@ def extract(
             for spec in INPUT_FILES:
                 header = headers[spec.name]
                 n = 1 if spec.name == "customers" else buckets
-                scanned = _scan(header, work_dir, n, storage_options, on_progress)
+                scanned = scan_file(header, work_dir, n, storage_options, on_progress)
                 out = run_dir / f"{spec.name}.parquet"
                 rejects_part = work_dir / f"{spec.name}.rejects.parquet"
                 t0 = time.perf_counter()
@@ -368,7 +368,7 @@ def _ranges(paths: list[Path], shifts: list[int]) -> pl.LazyFrame:
 _REJECT_WORK = [ROW, REASON, COLUMN, RAW, OFFSET, LENGTH]
 
 
-def _scan(
+def scan_file(
     header: Header,
     work_dir: Path,
     buckets: int,
@@ -466,7 +466,7 @@ def _conflicts(ok: pl.LazyFrame, key: str, compare: list[str]) -> pl.DataFrame:
 
 
 @dataclass(frozen=True)
-class _Parents:
+class Parents:
     """The rows a foreign key must name (the file staged before, or one bucket of it)."""
 
     #: ``_h`` (hash of the key), ``_parent_key``, ``_parent`` (row) and the extra columns.
@@ -481,14 +481,14 @@ class _Parents:
 
 def _parents(
     rows: pl.LazyFrame, key: str, reason: Reason, hashed: pl.Expr, child_hash: pl.Expr, **extra: pl.Expr
-) -> _Parents:
+) -> Parents:
     """The parent rows of a foreign key (``hashed``: the hash of the key), held in memory."""
     held = (
         rows.select(hashed.alias("_h"), pl.col(key).alias("_parent_key"), _parent=pl.col(ROW), **extra)
         .collect(engine="streaming")
         .lazy()
     )
-    return _Parents(held, key, reason, child_hash.alias("_h"), _unique_hashes(held))
+    return Parents(held, key, reason, child_hash.alias("_h"), _unique_hashes(held))
 
 
 def _unique_hashes(parents: pl.LazyFrame) -> bool:
@@ -497,18 +497,18 @@ def _unique_hashes(parents: pl.LazyFrame) -> bool:
 
 
 @dataclass(frozen=True)
-class _Resolved:
+class Resolved:
     """Counts of one bucket (or one whole file) after its resolve."""
 
     valid: int = 0
     dropped: int = 0
     after: int = 0
 
-    def __add__(self, other: _Resolved) -> _Resolved:
-        return _Resolved(self.valid + other.valid, self.dropped + other.dropped, self.after + other.after)
+    def __add__(self, other: Resolved) -> Resolved:
+        return Resolved(self.valid + other.valid, self.dropped + other.dropped, self.after + other.after)
 
 
-def _resolve(spec: InputFile, ok: pl.LazyFrame, parents: _Parents | None, cutoff: pl.Expr) -> pl.LazyFrame:
+def _resolve(spec: InputFile, ok: pl.LazyFrame, parents: Parents | None, cutoff: pl.Expr) -> pl.LazyFrame:
     """Duplicates and foreign keys for the passing rows of one bucket.
 
     Every row of one key is in the same bucket, and so are an order and its items, so both
@@ -554,7 +554,7 @@ def _resolve(spec: InputFile, ok: pl.LazyFrame, parents: _Parents | None, cutoff
 _ORDER_KEYS = ["order_id", ROW, "order_ts", KEY_HASH]
 
 
-def _sink(spec: InputFile, frame: pl.LazyFrame, staged: Path, late: Path, keys: Path | None) -> _Resolved:
+def _sink(spec: InputFile, frame: pl.LazyFrame, staged: Path, late: Path, keys: Path | None) -> Resolved:
     """Keep one bucket's valid rows and late rejects, and count them, in one query.
 
     ``staged`` is the staged Parquet file itself, or an Arrow work file of one bucket (with
@@ -592,7 +592,7 @@ def _sink(spec: InputFile, frame: pl.LazyFrame, staged: Path, late: Path, keys: 
             ],
             engine="streaming",
         )
-    return _Resolved(*(int(n) for n in totals.row(0)))
+    return Resolved(*(int(n) for n in totals.row(0)))
 
 
 @dataclass(frozen=True)
@@ -614,7 +614,7 @@ def bucket_files(spec: InputFile, k: int, buckets: int, run_dir: Path, work_dir:
     return BucketFiles(valid, work_dir / f"{spec.name}.late.b{k}.arrow", keys)
 
 
-def item_parents(order_parts: list[Path], cutoff: pl.Expr) -> Callable[[int], _Parents]:
+def item_parents(order_parts: list[Path], cutoff: pl.Expr) -> Callable[[int], Parents]:
     """The parents of the items of each bucket: that bucket's orders, on the order_id hash."""
     key = pl.col(KEY_HASH)
     return lambda k: _parents(
@@ -627,15 +627,15 @@ def item_parents(order_parts: list[Path], cutoff: pl.Expr) -> Callable[[int], _P
     )
 
 
-def order_parents(customers: Path) -> _Parents:
+def order_parents(customers: Path) -> Parents:
     """Every staged customer (Polars' hash of the text key), held once for all order buckets."""
     key = pl.col("customer_id").hash()
     return _parents(pl.scan_parquet(customers), "customer_id", Reason.UNKNOWN_CUSTOMER, key, key)
 
 
 def resolve_bucket(
-    spec: InputFile, rows: pl.LazyFrame, parents: _Parents | None, cutoff: pl.Expr, out: BucketFiles
-) -> _Resolved:
+    spec: InputFile, rows: pl.LazyFrame, parents: Parents | None, cutoff: pl.Expr, out: BucketFiles
+) -> Resolved:
     """Resolve one bucket's passing rows (duplicates, foreign keys) and write its files."""
     return _sink(spec, _resolve(spec, rows, parents, cutoff), out.valid, out.late, out.keys)
 
@@ -643,7 +643,7 @@ def resolve_bucket(
 def _resolve_file(
     spec: InputFile,
     scanned: Scanned,
-    parents: Callable[[int], _Parents | None],
+    parents: Callable[[int], Parents | None],
     cutoff: pl.Expr,
     out: Path,
     rejects_out: Path,
@@ -656,7 +656,7 @@ def _resolve_file(
     one Parquet encoding. Returns the counts and, for orders, a work file per bucket with
     the columns its items need (the caller removes them).
     """
-    total = _Resolved()
+    total = Resolved()
     n = len(scanned.buckets)
     outputs = [bucket_files(spec, k, n, out.parent, work_dir) for k in range(n)]
     try:
@@ -679,7 +679,7 @@ def _resolve_file(
 def finish_file(
     spec: InputFile,
     scanned: Scanned,
-    total: _Resolved,
+    total: Resolved,
     outputs: list[BucketFiles],
     out: Path,
     rejects_out: Path,
@@ -727,7 +727,7 @@ def finish_file(
     return counts
 
 
-def _join_parent(ok: pl.LazyFrame, parents: _Parents) -> pl.LazyFrame:
+def _join_parent(ok: pl.LazyFrame, parents: Parents) -> pl.LazyFrame:
     """Each row's parent (``_known``, the ``_parent`` row and extra columns), by its key.
 
     The join runs on 64-bit hashes of the key (an integer join), then compares the text keys,

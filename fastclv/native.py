@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa

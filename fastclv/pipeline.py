@@ -364,8 +364,14 @@ def extract_stage(
     """Validate the inputs and stage them; returns the counts per file (JSON-ready).
 
     Reads the CSVs (streamed, also from object storage); publishes the three validated
-    inputs and ``rejects.parquet``.
+    inputs and ``rejects.parquet``. With ``settings.shards`` > 1, the sharded plan does it in
+    that many worker processes (:func:`fastclv.shard.run_local`): the same files and counts.
     """
+    if settings.shards > 1:
+        from fastclv import shard
+
+        with staging_area(settings, area) as staged:
+            return shard.run_local(settings, workers=settings.shards, area=staged, on_progress=on_progress)
     with staging_area(settings, area) as staged:
         extracted = extract(
             settings.input,

@@ -1,0 +1,498 @@
+"""The sharded plan: one run's extract as small tasks that any executor can run.
+
+Each function takes and returns small JSON-ready results (offsets, counts); the rows move
+through files in the run's staging area (``S/D/_shards/``), published whole and fetched by
+the task that needs them, so the tasks can run in other processes (``fastclv run --shards
+N``: :func:`run_local`) or on other machines (Airflow's Celery or Kubernetes workers, with
+object storage as the staging area)::
+
+    plan                       headers checked, each CSV cut into N byte ranges, the bucket count
+    scan     (per byte range)  the native scanner on one range: rows by key-hash bucket, rejects
+    stitch                     each range's guessed start checked against the range before
+    resolve  (per bucket)      customers (one bucket), then each order bucket, then each item bucket
+    stage                      the staged inputs, rejects.parquet and the counts
+
+The staged inputs, rejects and counts are exactly those of the unsharded extract
+(:func:`fastclv.extract.extract`, same ``bucket_mib``): the same buckets, resolved by the same
+functions, with row numbers shifted by the rows of the ranges before.
+
+**Byte ranges.** A range owns the records that *start* in it. A range after the first cannot
+know whether its first byte is inside a quoted field that spans lines, so its scan guesses
+that the first line start is a record start; :func:`stitch` then checks the guess against
+where the range before really ended (its ``next`` record) and scans a range again from that
+offset when they differ (rare: a multi-line field across a cut). Every byte is read once
+unless a guess was wrong.
+
+**Where each rule is decided.** Duplicates and conflicts: inside one key's bucket (customers
+are one bucket). ``unknown_customer``: each order bucket against every staged customer, held
+once per task (about 40 bytes per customer, the one part that is not 1/N of the data).
+``unknown_order``: inside the order_id bucket, which an item shares with its order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastclv import extract as ex
+from fastclv import native, stage, storage
+from fastclv.config import Settings
+from fastclv.contract import INPUT_FILES, ORDER_ITEMS, ORDERS, InputFile, as_of_cutoff
+
+log = logging.getLogger(__name__)
+
+#: The folder of the sharded plan's work files in the run's staging area.
+SHARDS = "_shards"
+_SPECS: dict[str, InputFile] = {spec.name: spec for spec in INPUT_FILES}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """One input file cut into byte ranges: ``[data_start, cuts[0])``, ``[cuts[0], cuts[1])``...
+
+    The last range runs to the end of the file.
+    """
+
+    file: str
+    size: int | None
+    data_start: int
+    cuts: list[int] = field(default_factory=list)
+
+    def ranges(self) -> list[native.ByteRange]:
+        """The byte ranges, in file order (the first starts at the data: no guess)."""
+        starts = [self.data_start, *self.cuts]
+        ends: list[int | None] = [*self.cuts, None]
+        return [
+            native.ByteRange(a, b, align=k > 0) for k, (a, b) in enumerate(zip(starts, ends, strict=True))
+        ]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`plan` decided: the byte ranges of each file and the key-hash buckets."""
+
+    files: dict[str, FilePlan]
+    #: Buckets of orders and items (customers are one).
+    buckets: int
+
+    def buckets_of(self, file: str) -> int:
+        """Key-hash buckets of ``file``."""
+        return 1 if file == "customers" else self.buckets
+
+    def scans(self) -> list[tuple[str, int]]:
+        """Every (file, range index) to scan, largest files first."""
+        order = sorted(self.files.values(), key=lambda f: -(f.size or 0))
+        return [(f.file, k) for f in order for k in range(len(f.cuts) + 1)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (an XCom value)."""
+        return {"files": {name: asdict(f) for name, f in self.files.items()}, "buckets": self.buckets}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        """The plan from :meth:`as_dict`."""
+        return cls({name: FilePlan(**f) for name, f in data["files"].items()}, int(data["buckets"]))
+
+
+@dataclass(frozen=True)
+class RangeScan:
+    """One byte range after its scan."""
+
+    file: str
+    index: int
+    #: Where the scan began, and whether that was a guess (see the module's doc).
+    start: int
+    align: bool
+    #: Records owned by the range (row numbers 1..rows in its work files).
+    rows: int
+    #: File offset of the first record framed (None: none), and of the first one after the range.
+    first: int | None
+    next: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RangeScan:
+        """The scan from :meth:`as_dict`."""
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- work files
+
+
+def _scan_stem(file: str, index: int) -> str:
+    return f"{file}.r{index}"
+
+
+def _scan_names(file: str, index: int, buckets: int) -> list[str]:
+    stem = f"{SHARDS}/{_scan_stem(file, index)}"
+    return [f"{stem}.rejected.arrow", *(f"{stem}.b{k}.arrow" for k in range(buckets))]
+
+
+def _relative(area: stage.StagingArea, path: Path) -> str:
+    return path.relative_to(area.local_dir()).as_posix()
+
+
+def _bucket_files(area: stage.StagingArea, the_plan: Plan, file: str, k: int) -> ex.BucketFiles:
+    spec = _SPECS[file]
+    return ex.bucket_files(spec, k, the_plan.buckets_of(file), area.local_dir(), area.local_dir() / SHARDS)
+
+
+def _order_parts(area: stage.StagingArea, the_plan: Plan) -> list[Path]:
+    """The work files with the orders' keys that the items' buckets look their order up in."""
+    outputs = [_bucket_files(area, the_plan, ORDERS.name, k) for k in range(the_plan.buckets)]
+    if the_plan.buckets == 1 and outputs[0].keys is not None:
+        return [outputs[0].keys]
+    return [b.valid for b in outputs]
+
+
+def _scanned(area: stage.StagingArea, the_plan: Plan, file: str, scans: list[RangeScan]) -> ex.Scanned:
+    """A file's range scans as one :class:`~fastclv.extract.Scanned` (fetched when remote)."""
+    mine = sorted((s for s in scans if s.file == file), key=lambda s: s.index)
+    buckets = the_plan.buckets_of(file)
+    names = [_scan_names(file, s.index, buckets) for s in mine]
+    shifts = [0]
+    for s in mine[:-1]:
+        shifts.append(shifts[-1] + s.rows)
+    return ex.Scanned(
+        rows=sum(s.rows for s in mine),
+        rejected=[area.path(n[0]) for n in names],
+        buckets=[[area.path(n[1 + k]) for n in names] for k in range(buckets)],
+        shifts=shifts,
+    )
+
+
+# --------------------------------------------------------------------------- the tasks
+
+
+def plan(
+    settings: Settings,
+    shards: int,
+    *,
+    range_bytes: int = 0,
+    buckets: int = 0,
+    area: stage.StagingArea | None = None,
+) -> Plan:
+    """Check the three headers and cut each file into ``shards`` byte ranges.
+
+    ``range_bytes`` > 0 cuts ranges of about that many bytes instead (more ranges than
+    shards: tests, and files far larger than the workers' memory). ``buckets`` (a power of
+    two) overrides the bucket count that ``settings.bucket_mib`` gives, as in
+    :func:`fastclv.extract.extract`. Clears the work files of an earlier sharded run of the date.
+
+    Raises:
+        InputError: a file is missing, unreadable or lacks a required column.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, not {shards}")
+    headers = {
+        spec.name: ex.open_input(spec, settings.input, settings.delimiter, settings.storage_options)
+        for spec in INPUT_FILES
+    }
+    files: dict[str, FilePlan] = {}
+    for name, header in headers.items():
+        start = header.scan.data_start
+        data = (header.size or start) - start
+        n = max(1, math.ceil(data / range_bytes)) if range_bytes > 0 else shards
+        n = 1 if header.size is None else min(n, max(1, data))
+        cuts = sorted({start + data * i // n for i in range(1, n)} - {start})
+        files[name] = FilePlan(name, header.size, start, cuts)
+    sizes = (headers[ORDERS.name].size, headers[ORDER_ITEMS.name].size)
+    buckets = buckets or ex.bucket_count(*sizes, bucket_bytes=settings.bucket_mib * 2**20)
+    if buckets & (buckets - 1):
+        raise ValueError(f"buckets must be a power of two, not {buckets}")
+    with pipeline_area(settings, area) as staged:
+        shutil.rmtree(staged.local_dir() / SHARDS, ignore_errors=True)
+    the_plan = Plan(files, buckets)
+    log.info(
+        "plan: %s; %d key-hash buckets",
+        ", ".join(f"{name} {len(f.cuts) + 1} byte ranges" for name, f in files.items()),
+        buckets,
+    )
+    return the_plan
+
+
+def scan(
+    settings: Settings,
+    the_plan: Plan,
+    file: str,
+    index: int,
+    *,
+    start: int | None = None,
+    threads: int = 0,
+    area: stage.StagingArea | None = None,
+) -> RangeScan:
+    """Scan byte range ``index`` of ``file`` into its work files (published when remote).
+
+    ``start`` scans the range from that offset, a known record start (:func:`stitch`), instead
+    of its planned, guessed one. ``threads`` caps the scanner's threads (0: every core).
+    """
+    spec = _SPECS[file]
+    planned = the_plan.files[file].ranges()[index]
+    byte_range = planned if start is None else native.ByteRange(start, planned.end, align=False)
+    header = ex.open_input(
+        spec, settings.input, settings.delimiter, settings.storage_options, threads=threads
+    )
+    buckets = the_plan.buckets_of(file)
+    with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        work = staged.local_dir() / SHARDS
+        scanned = ex.scan_file(
+            header,
+            work,
+            buckets,
+            settings.storage_options,
+            stem=_scan_stem(file, index),
+            byte_range=byte_range,
+        )
+        staged.publish(*_scan_names(file, index, buckets))
+    after = header.scan.next_record
+    if after is None:  # a bug: a finished scan always knows where it stopped
+        raise AssertionError(f"{spec.file_name}: byte range {index} ended without its end offset")
+    return RangeScan(
+        file, index, byte_range.start, byte_range.align, scanned.rows, header.scan.first_record, after
+    )
+
+
+def stitch(
+    settings: Settings,
+    the_plan: Plan,
+    scans: Iterable[RangeScan],
+    *,
+    area: stage.StagingArea | None = None,
+    rescan: Callable[..., RangeScan] | None = None,
+) -> list[RangeScan]:
+    """Check every range's guessed start against the range before; scan again where it was wrong.
+
+    A range after the first began at a guessed record start; its records are right when its
+    first record is where the range before ended (``next``). Otherwise (a quoted field over
+    several lines crossed the cut) it is scanned again, in this task, from that offset, which
+    may move its own end and so the next range's check. Returns the scans in plan order.
+    """
+    by_file: dict[str, list[RangeScan]] = {}
+    for s in scans:
+        by_file.setdefault(s.file, []).append(s)
+    again = rescan or scan
+    out: list[RangeScan] = []
+    for name, file_plan in the_plan.files.items():
+        mine = sorted(by_file.get(name, []), key=lambda s: s.index)
+        if [s.index for s in mine] != list(range(len(file_plan.cuts) + 1)):
+            raise ValueError(f"stitch: the scans of {name} are not every byte range of the plan")
+        for k in range(1, len(mine)):
+            expected = mine[k - 1].next
+            if (mine[k].first if mine[k].first is not None else mine[k].next) != expected:
+                log.info(
+                    "stitch: %s byte range %d starts inside a record: scanned again from %d",
+                    name,
+                    k,
+                    expected,
+                )
+                mine[k] = again(settings, the_plan, name, k, start=expected, area=area)
+        if file_plan.size is not None and mine[-1].next != file_plan.size:
+            raise AssertionError(f"stitch: {name} ends at {mine[-1].next}, not at {file_plan.size}")
+        out += mine
+    return out
+
+
+@dataclass(frozen=True)
+class BucketResult:
+    """Counts of one resolved bucket (valid rows, exact duplicates dropped, after as-of)."""
+
+    file: str
+    bucket: int
+    valid: int
+    dropped: int
+    after: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BucketResult:
+        """The result from :meth:`as_dict`."""
+        return cls(**data)
+
+
+def resolve(
+    settings: Settings,
+    the_plan: Plan,
+    scans: list[RangeScan],
+    file: str,
+    bucket: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> BucketResult:
+    """Resolve bucket ``bucket`` of ``file``: duplicates and foreign keys, exactly as unsharded.
+
+    Customers (one bucket) come first: every order bucket looks its customer up in the staged
+    customers; an item bucket needs the resolved order bucket of the same number.
+    """
+    spec = _SPECS[file]
+    cutoff = as_of_cutoff(settings.as_of)
+    with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        scanned = _scanned(staged, the_plan, file, scans)
+        staged.fetch(*(_relative(staged, p) for p in scanned.buckets[bucket]))
+        parents: ex.Parents | None = None
+        if spec is ORDERS:
+            staged.fetch("customers.parquet")
+            parents = ex.order_parents(staged.path("customers.parquet"))
+        elif spec is ORDER_ITEMS:
+            part = _order_parts(staged, the_plan)[bucket]
+            staged.fetch(_relative(staged, part))
+            parents = ex.item_parents(_order_parts(staged, the_plan), cutoff)(bucket)
+        out = _bucket_files(staged, the_plan, file, bucket)
+        out.late.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        done = ex.resolve_bucket(spec, scanned.bucket(bucket), parents, cutoff, out)
+        staged.publish(*(_relative(staged, p) for p in (out.valid, out.late, out.keys) if p is not None))
+    log.info("resolve: %s bucket %d in %.2f s", spec.file_name, bucket, time.perf_counter() - t0)
+    return BucketResult(file, bucket, done.valid, done.dropped, done.after)
+
+
+def stage_inputs(
+    settings: Settings,
+    the_plan: Plan,
+    scans: list[RangeScan],
+    resolved: Iterable[BucketResult],
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, dict[str, object]]:
+    """Stage the resolved buckets as the three validated inputs and ``rejects.parquet``.
+
+    Returns the counts per file, as :func:`fastclv.pipeline.extract_stage` does; removes the
+    plan's work files.
+    """
+    results = list(resolved)
+    counts: dict[str, dict[str, object]] = {}
+    with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        reject_parts: dict[str, Path] = {}
+        for spec in INPUT_FILES:
+            mine = {r.bucket: r for r in results if r.file == spec.name}
+            buckets = the_plan.buckets_of(spec.name)
+            if sorted(mine) != list(range(buckets)):
+                raise ValueError(
+                    f"stage: the resolved buckets of {spec.name} are not every bucket of the plan"
+                )
+            scanned = _scanned(staged, the_plan, spec.name, scans)
+            outputs = [_bucket_files(staged, the_plan, spec.name, k) for k in range(buckets)]
+            wanted = [*scanned.rejected, *(b.late for b in outputs)]
+            if buckets > 1:
+                wanted += [b.valid for b in outputs]
+            staged.fetch(*(_relative(staged, p) for p in wanted))
+            total = ex.Resolved()
+            for k in range(buckets):
+                total += ex.Resolved(mine[k].valid, mine[k].dropped, mine[k].after)
+            out = staged.path(f"{spec.name}.parquet")
+            reject_parts[spec.name] = staged.local_dir() / SHARDS / f"{spec.name}.rejects.parquet"
+            counts[spec.name] = ex.finish_file(
+                spec, scanned, total, outputs, out, reject_parts[spec.name]
+            ).as_dict()
+        locations = {spec.name: storage.join(settings.input, spec.file_name) for spec in INPUT_FILES}
+        ex.write_rejects(reject_parts, locations, staged.path(stage.REJECTS), settings.storage_options)
+        staged.publish(*stage.INPUTS, stage.REJECTS)
+        _remove_work(staged, the_plan)
+    return counts
+
+
+def _remove_work(area: stage.StagingArea, the_plan: Plan) -> None:
+    """Drop the plan's work files (local folder; the published objects too when remote)."""
+    if area.remote:
+        names = [n for file, k in the_plan.scans() for n in _scan_names(file, k, the_plan.buckets_of(file))]
+        for spec in INPUT_FILES:
+            for k in range(the_plan.buckets_of(spec.name)):
+                b = _bucket_files(area, the_plan, spec.name, k)
+                names += [_relative(area, p) for p in (b.valid, b.late, b.keys) if p is not None]
+        area.remove(*(n for n in names if n.startswith(f"{SHARDS}/")))
+    shutil.rmtree(area.local_dir() / SHARDS, ignore_errors=True)
+
+
+def pipeline_area(settings: Settings, area: stage.StagingArea | None) -> Any:
+    """The run's staging area (``area`` if given), as :func:`fastclv.pipeline.staging_area`."""
+    from fastclv.pipeline import staging_area
+
+    return staging_area(settings, area)
+
+
+# --------------------------------------------------------------------------- one machine
+
+T = TypeVar("T")
+
+
+def _init_worker(threads: int) -> None:
+    """A worker process: its share of the cores for Polars (read when its pool first starts)."""
+    os.environ["POLARS_MAX_THREADS"] = str(threads)
+
+
+def run_local(
+    settings: Settings,
+    *,
+    workers: int,
+    range_bytes: int = 0,
+    buckets: int = 0,
+    area: stage.StagingArea | None = None,
+    on_progress: ex.ScanProgress | None = None,
+) -> dict[str, dict[str, object]]:
+    """The sharded extract on this machine, in ``workers`` processes; the counts per file.
+
+    What ``fastclv run --shards N`` does: the same tasks an Airflow deployment maps over its
+    workers, run by a local process pool (each worker gets its share of the cores).
+    """
+    the_plan = plan(settings, workers, range_bytes=range_bytes, buckets=buckets, area=area)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
+    ) as pool:
+        futures = {
+            pool.submit(scan, settings, the_plan, file, k, threads=threads): (file, k)
+            for file, k in the_plan.scans()
+        }
+        done: list[RangeScan] = []
+        for future in _completed(futures):
+            done.append(future.result())
+            if on_progress is not None:
+                _report(on_progress, the_plan, done)
+        scans = stitch(settings, the_plan, done, area=area)
+        resolved = [resolve(settings, the_plan, scans, "customers", 0, area=area)]
+        for file in (ORDERS.name, ORDER_ITEMS.name):
+            jobs = [pool.submit(resolve, settings, the_plan, scans, file, k) for k in range(the_plan.buckets)]
+            resolved += [job.result() for job in jobs]
+    return stage_inputs(settings, the_plan, scans, resolved, area=area)
+
+
+def _completed(futures: Mapping[Future[T], Any]) -> Iterable[Future[T]]:
+    """The futures as they finish; the first failure cancels the rest and is raised."""
+    try:
+        for future in as_completed(futures):
+            future.result()
+            yield future
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
+def _report(on_progress: ex.ScanProgress, the_plan: Plan, done: list[RangeScan]) -> None:
+    """Progress of the scans: rows and bytes of the finished ranges, per file."""
+    for name, file_plan in the_plan.files.items():
+        mine = [s for s in done if s.file == name]
+        if not mine:
+            continue
+        ranges = file_plan.ranges()
+        read = sum(((ranges[s.index].end or file_plan.size or s.next) - ranges[s.index].start) for s in mine)
+        spec = _SPECS[name]
+        on_progress(spec.file_name, sum(s.rows for s in mine), read, file_plan.size)
