@@ -36,6 +36,7 @@ NOT_DEFAULT: dict[str, tuple[str, object]] = {
     "holdout_days": ("30", 30),
     "reject_rate_threshold": ("0.2", 0.2),
     "bucket_mib": ("64", 64),
+    "shards": ("4", 4),
     "storage_options": ('{"aws_region": "eu-west-1"}', {"aws_region": "eu-west-1"}),
     "statsd_host": ("statsd:9125", "statsd:9125"),
     "statsd_prefix": ("prod.fastclv", "prod.fastclv"),

@@ -1,0 +1,182 @@
+"""The sharded plan (fastclv/shard.py): byte ranges, buckets and worker processes change nothing.
+
+Its tasks run here the way any executor runs them (one call each, results passed as JSON);
+``run_local`` runs them in real worker processes. The staged inputs, rejects and counts must be
+exactly those of the unsharded extract, and the hostile-bytes differential must agree with the
+independent oracle ``tests/reference.py`` whatever the cuts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+from reference import reference_run
+from test_native import AS_OF, csv_file
+
+from fastclv import shard, stage
+from fastclv.config import Settings
+from fastclv.errors import InputError
+from fastclv.extract import extract
+from fastclv.pipeline import staging_area
+from fastclv.testing import generate
+
+SAMPLE = Path(__file__).parent.parent / "data" / "sample"
+STAGED = ["customers.parquet", "orders.parquet", "order_items.parquet", "rejects.parquet"]
+
+
+def sharded_inline(
+    settings: Settings, *, range_bytes: int, buckets: int = 0
+) -> tuple[dict[str, dict[str, object]], list[shard.RangeScan]]:
+    """Every task of the plan in this process, each result through JSON (as XCom passes it)."""
+
+    def through_json(data: object) -> object:
+        return json.loads(json.dumps(data))
+
+    with staging_area(settings) as area:
+        area.prepare()
+    the_plan = shard.Plan.from_dict(
+        through_json(shard.plan(settings, 2, range_bytes=range_bytes, buckets=buckets).as_dict())
+    )  # type: ignore[arg-type]
+    scans = [
+        shard.RangeScan.from_dict(through_json(shard.scan(settings, the_plan, file, k).as_dict()))  # type: ignore[arg-type]
+        for file, k in the_plan.scans()
+    ]
+    scans = shard.stitch(settings, the_plan, scans)
+    resolved = [shard.resolve(settings, the_plan, scans, "customers", 0)]
+    for file in ("orders", "order_items"):
+        resolved += [shard.resolve(settings, the_plan, scans, file, k) for k in range(the_plan.buckets)]
+    return shard.stage_inputs(settings, the_plan, scans, resolved), scans
+
+
+def unsharded(input_dir: Path, staging: Path, as_of: date, buckets: int) -> dict[str, dict[str, object]]:
+    run_dir = staging / as_of.isoformat()
+    return {
+        n: c.as_dict() for n, c in extract(str(input_dir), run_dir, as_of, buckets=buckets).counts.items()
+    }
+
+
+def assert_same_staged(left: Path, right: Path) -> None:
+    for name in STAGED:
+        assert_frame_equal(pl.read_parquet(left / name), pl.read_parquet(right / name), check_exact=True)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    customers=csv_file("customers"),
+    orders=csv_file("orders"),
+    items=csv_file("order_items"),
+    range_bytes=st.sampled_from([1, 5, 17, 64]),
+    buckets=st.sampled_from([1, 2, 8]),
+)
+def test_sharded_tasks_agree_with_the_oracle_on_hostile_bytes(
+    customers: bytes, orders: bytes, items: bytes, range_bytes: int, buckets: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "in"
+        folder.mkdir()
+        for file_name, data in (
+            ("customers.csv", customers),
+            ("orders.csv", orders),
+            ("order_items.csv", items),
+        ):
+            (folder / file_name).write_bytes(data)
+        expected = reference_run(folder, AS_OF)
+        settings_ = Settings(input=str(folder), staging=str(Path(tmp) / "s"), as_of=AS_OF, load=False)
+        counts, _ = sharded_inline(settings_, range_bytes=range_bytes, buckets=buckets)
+        run_dir = Path(tmp) / "s" / AS_OF.isoformat()
+        rejects = pl.read_parquet(run_dir / stage.REJECTS).select("file", "row", "reason").sort("file", "row")
+        assert_frame_equal(rejects, expected.rejects)
+        assert {n: {k: v for k, v in c.items() if k != "file"} for n, c in counts.items()} == expected.counts
+        # ... and byte for byte what the unsharded extract stages with the same buckets.
+        assert unsharded(folder, Path(tmp) / "u", AS_OF, buckets) == counts
+        assert_same_staged(run_dir, Path(tmp) / "u" / AS_OF.isoformat())
+        assert not (run_dir / shard.SHARDS).exists()
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("generated")
+    generate(folder, customers=300, seed=5, dirty_rows=3, chunk_customers=100)
+    return folder
+
+
+@pytest.mark.parametrize("workers", [1, 3, 8])
+def test_worker_processes_stage_exactly_the_unsharded_files(
+    generated: Path, tmp_path: Path, workers: int
+) -> None:
+    as_of = date(2025, 12, 31)
+    expected = unsharded(generated, tmp_path / "u", as_of, 4)
+    settings_ = Settings(input=str(generated), staging=str(tmp_path / "s"), as_of=as_of, load=False)
+    with staging_area(settings_) as area:
+        area.prepare()
+        counts = shard.run_local(settings_, workers=workers, range_bytes=4096, buckets=4, area=area)
+    assert counts == expected
+    assert all(int(c["rejected"]) > 0 for c in counts.values())  # dirty rows in every file
+    assert sum(int(c["duplicates_dropped"]) for c in counts.values()) > 0
+    assert_same_staged(tmp_path / "s" / as_of.isoformat(), tmp_path / "u" / as_of.isoformat())
+
+
+def test_a_quoted_field_over_lines_across_a_cut_is_scanned_again_from_its_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [f'c{i},2024-01-01,"line one\nline two\nline three {i}"' for i in range(40)]
+    # A line inside a field that looks like a whole customer row, so a wrong guess frames it.
+    rows.insert(20, 'c99,2024-01-02,"x\nc98,2024-01-03,FR\ny"')
+    (folder / "customers.csv").write_text("customer_id,signup_date,country\n" + "\n".join(rows) + "\n")
+    (folder / "orders.csv").write_text("order_id,customer_id,order_ts,status\no1,c98,2024-01-05,completed\n")
+    (folder / "order_items.csv").write_text("order_id,sku,quantity,unit_price,discount\no1,s,1,2.50,\n")
+    settings_ = Settings(input=str(folder), staging=str(tmp_path / "s"), as_of=AS_OF, load=False)
+    with caplog.at_level(logging.INFO, logger="fastclv.shard"):
+        counts, scans = sharded_inline(settings_, range_bytes=23)
+    assert "scanned again" in caplog.text
+    assert any(not s.align and s.index > 0 for s in scans)  # the rescans began at a known record start
+    assert counts["customers"]["valid"] == 41
+    assert counts["orders"]["rejected_by_reason"]["unknown_customer"] == 1  # c98 is no customer
+    assert unsharded(folder, tmp_path / "u", AS_OF, 0) == counts
+    assert_same_staged(tmp_path / "s" / AS_OF.isoformat(), tmp_path / "u" / AS_OF.isoformat())
+
+
+def test_a_missing_column_fails_the_plan_before_any_row_is_read(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("customers.csv", "orders.csv", "order_items.csv"):
+        (folder / name).write_bytes((SAMPLE / name).read_bytes())
+    (folder / "orders.csv").write_text("order_id,customer_id,status\no1,c1,completed\n")
+    settings_ = Settings(input=str(folder), staging=str(tmp_path / "s"), as_of=AS_OF, load=False)
+    with pytest.raises(InputError, match=r"orders\.csv: required column 'order_ts' is missing"):
+        shard.plan(settings_, 3)
+
+
+def test_run_with_shards_loads_exactly_the_rows_of_the_unsharded_run(
+    tmp_path: Path, pg_uri: str, pg_schema: str
+) -> None:
+    loaded = {}
+    for shards in (1, 3):
+        done = subprocess.run(
+            [sys.executable, "-m", "fastclv.cli", "run", "--input", str(SAMPLE), "--staging",
+             str(tmp_path / str(shards)), "--as-of", "2025-12-31", "--pg-uri", pg_uri, "--schema",
+             f"{pg_schema}_{shards}", "--shards", str(shards)],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        with psycopg.connect(pg_uri) as conn:
+            loaded[shards] = conn.execute(
+                f"SELECT * FROM {pg_schema}_{shards}.customer_ltv ORDER BY customer_id"
+            ).fetchall()
+            conn.execute(f"DROP SCHEMA {pg_schema}_{shards} CASCADE")
+    assert len(loaded[1]) == json.loads((SAMPLE / "expected.json").read_text())["output_rows"]
+    assert loaded[3] == loaded[1]
