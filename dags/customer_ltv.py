@@ -1,7 +1,10 @@
 """customer_ltv: the fastclv pipeline as an Airflow 3 DAG, one fastclv call per task.
 
 begin -> extract -> transform -> verify -> load -> finish (always: summary.json, the ledger row;
-fails the DagRun when a stage failed); the run due at D+1 00:05 UTC covers D. Settings: DAG
+fails the DagRun when a stage failed); the run due at D+1 00:05 UTC covers D. With the shards
+param (or FASTCLV_SHARDS) above 1 the extract is the sharded plan, mapped over the workers
+(plan -> scan[range] -> stitch -> resolve_customers -> resolve_orders[bucket] ->
+resolve_items[bucket] -> extract, which stages); with 1 those tasks map over nothing (skipped). Settings: DAG
 params, else FASTCLV_* variables (one per Settings field), else defaults; resolved by begin,
 they travel without secrets, which each task adds from the connections fastclv_postgres,
 fastclv_storage (optional) and fastclv_alert_webhook (optional: the URL as its password, masked).
@@ -37,10 +40,15 @@ CONN_ID = "fastclv_postgres"
 STORAGE_CONN_ID = "fastclv_storage"
 ALERT_CONN_ID = "fastclv_alert_webhook"
 STAGES = ("begin", "extract", "transform", "verify", "load")
+#: The sharded plan's tasks, between begin and extract (skipped when the run is not sharded).
+SHARD_TASKS = ("plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items")
+#: Mapped task instances of one run that run at once (each holds about 1/N of the data).
+MAX_PARALLEL_SHARDS = int(os.environ.get("FASTCLV_MAX_PARALLEL_SHARDS") or 16)
 #: DAG param -> Settings field (type and description from Settings); every field has a FASTCLV_* variable.
 PARAMS = {"as_of": "as_of", "input": "input", "staging": "staging", "schema": "pg_schema",
           "horizon_months": "horizon_months", "margin": "margin", "discount_rate": "discount_rate",
-          "reject_rate_threshold": "reject_rate_threshold", "holdout_days": "holdout_days"}  # fmt: skip
+          "reject_rate_threshold": "reject_rate_threshold", "holdout_days": "holdout_days",
+          "shards": "shards"}  # fmt: skip
 #: The extras of the PostgreSQL connection that are libpq parameters (Airflow's own are dropped).
 LIBPQ_PARAMS = frozenset({
     "application_name", "channel_binding", "client_encoding", "connect_timeout", "fallback_application_name",
@@ -180,11 +188,22 @@ class WebhookNotifier(BaseNotifier):
 
 def _stage(name: str, run: Mapping[str, Any] | None = None, **earlier: Any) -> dict[str, Any]:
     """Run one stage; a failure is recorded in XCom (key ``error``) and, if terminal, not retried."""
+    return _call(name, run, lambda settings: fastclv.run_stage(name, settings, earlier))
+
+
+def _shard(name: str, run: Mapping[str, Any], *args: Any) -> Any:
+    """Run one task of the sharded plan (``fastclv.shard.<name>_task``), as :func:`_stage` does."""
+    from fastclv import shard
+
+    return _call(name, run, lambda settings: getattr(shard, f"{name}_task")(settings, *args))
+
+
+def _call(name: str, run: Mapping[str, Any] | None, work: Any) -> Any:
     context, settings = current(), None
     try:
         settings = _settings(run["settings"] if run else _public(context))
         log.info("%s with %r", name, settings)  # what the task runs with (no secrets)
-        return fastclv.run_stage(name, settings, earlier)
+        return work(settings)
     except BaseException as exc:
         info = fastclv.describe_error(exc, settings)
         try:
@@ -196,6 +215,26 @@ def _stage(name: str, run: Mapping[str, Any] | None = None, **earlier: Any) -> d
         raise
 
 
+def _first_failure(tasks: list[str], states: Mapping[str, str | None]) -> tuple[str | None, int | None]:
+    """The first task (in run order) that did not succeed, and its map index (mapped tasks).
+
+    A mapped task instance's state is under ``<task>_<index>``; the sharded plan's tasks are
+    skipped when the run is not sharded, which is no failure.
+    """
+    for name in tasks:
+        mine: dict[int, str | None] = {}
+        for key, state in states.items():
+            index = key.removeprefix(f"{name}_")
+            if key == name or (index != key and index.isdigit()):
+                mine[-1 if key == name else int(index)] = state
+        for index, state in sorted(mine.items()):
+            if state != "success" and not (name in SHARD_TASKS and state == "skipped"):
+                return name, (index if index >= 0 else None)
+        if not mine and name in STAGES:
+            return name, None
+    return None, None
+
+
 def _param(field: str) -> Param:
     default = getattr(Settings(input="", staging=""), field)
     kind = {int: "integer", float: "number"}.get(type(default), "string")
@@ -204,6 +243,66 @@ def _param(field: str) -> Param:
 
 
 alert_on_failure = WebhookNotifier()
+
+
+# -- the sharded plan's tasks (fastclv.shard), used by the DAG below -------------------------
+
+
+@task
+def plan(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sharded runs: check the headers, cut each CSV into byte ranges; one scan job per range."""
+    planned = _shard("plan", run)
+    return [{"plan": planned["plan"], **job} for job in planned["scans"]]
+
+
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def scan(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """Scan one byte range of one CSV into key-hash buckets (staged work files)."""
+    return _shard("scan", run, job["plan"], job)
+
+
+@task
+def stitch(
+    run: dict[str, Any], jobs: list[dict[str, Any]], scans: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Check each range's start against the range before (scan again where a record crossed).
+
+    Returns one resolve job per key-hash bucket (the plan and the stitched scans in each).
+    """
+    planned = jobs[0]["plan"]
+    stitched = _shard("stitch", run, planned, list(scans))
+    buckets = int(planned["buckets"])
+    return [{"plan": planned, "scans": stitched, "bucket": k} for k in range(buckets)]
+
+
+@task
+def resolve_customers(run: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Customers' duplicates and conflicts (one bucket); stages customers.parquet."""
+    return _shard("resolve", run, jobs[0]["plan"], jobs[0]["scans"], "customers", 0)
+
+
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def resolve_orders(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """One order bucket: duplicates, conflicts, unknown customers."""
+    return _shard("resolve", run, job["plan"], job["scans"], "orders", job["bucket"])
+
+
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def resolve_items(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """One item bucket: duplicates, conflicts, unknown orders (its orders share the bucket)."""
+    return _shard("resolve", run, job["plan"], job["scans"], "order_items", job["bucket"])
+
+
+def _sharded_extract(run: Any) -> Any:
+    """The sharded plan's tasks, mapped over byte ranges and buckets; the last of them."""
+    jobs = plan(run)
+    scanned = scan.partial(run=run).expand(job=jobs)
+    buckets = stitch(run, jobs, scanned)
+    customers = resolve_customers(run, buckets)
+    orders = resolve_orders.partial(run=run).expand(job=buckets)
+    items = resolve_items.partial(run=run).expand(job=buckets)
+    chain(customers, orders, items)
+    return items
 
 
 @dag(
@@ -234,10 +333,20 @@ def customer_ltv() -> None:
         """Resolve the run's settings, prepare its folder, record it as 'running'."""
         return _stage("begin")
 
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def extract(run: dict[str, Any]) -> dict[str, Any]:
-        """Validate and stage the three CSV files; alert when a file's reject rate is high."""
-        result = _stage("extract", run)
+        """Validate and stage the three CSV files; alert when a file's reject rate is high.
+
+        Sharded: stage what the plan's tasks resolved (pulled from XCom); else the whole extract.
+        """
+        ti, sharded = current()["ti"], None
+        if buckets := ti.xcom_pull(task_ids="stitch"):
+            resolved = [ti.xcom_pull(task_ids="resolve_customers")]
+            indexes = list(range(len(buckets)))  # a list of one index still pulls a list
+            for task_id in ("resolve_orders", "resolve_items"):
+                resolved += ti.xcom_pull(task_ids=[task_id], map_indexes=indexes)
+            sharded = {"plan": buckets[0]["plan"], "scans": buckets[0]["scans"], "resolved": resolved}
+        result = _stage("extract", run, sharded=sharded)
         if warning := result.get("warning"):
             threshold = run["settings"]["reject_rate_threshold"]
             WebhookNotifier(warning, "warning", warning=warning, reject_rates=result["reject_rates"],
@@ -264,7 +373,8 @@ def customer_ltv() -> None:
         """Write summary.json and the ledger row whatever happened; fail if a stage failed."""
         context = current()
         ti = context["ti"]
-        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=list(STAGES))[ti.run_id]
+        tasks = [STAGES[0], *SHARD_TASKS, *STAGES[1:]]
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=tasks)[ti.run_id]
         results = {name: ti.xcom_pull(task_ids=name) or {} for name in STAGES}
         public = results["begin"].get("settings") or _public(context)  # begin failed: resolve again
         try:
@@ -272,8 +382,8 @@ def customer_ltv() -> None:
         except fastclv.FastclvError as exc:  # no connection: still write summary.json
             log.error("the run cannot be recorded in the ledger: %s", exc)
             settings = Settings.from_public({**public, "load": False})
-        failed = next((name for name in STAGES if states.get(name) != "success"), None)
-        error = failed and ti.xcom_pull(task_ids=failed, key="error")
+        failed, map_index = _first_failure(tasks, states)
+        error = failed and ti.xcom_pull(task_ids=failed, key="error", map_indexes=map_index)
         summary = fastclv.finish_stages(settings, results, failed=failed, error=error or None)
         if failed is None:
             return summary.as_dict()
@@ -291,9 +401,10 @@ def customer_ltv() -> None:
             return None
 
     run: Any = begin()  # XComArgs: the tasks' return values, resolved when the downstream task runs
+    sharded = _sharded_extract(run)
     extracted, transformed = extract(run), transform(run)
     checked = verify(run, extracted, transformed)
-    chain(run, extracted, transformed, checked, load(run), finish(), report().as_teardown())
+    chain(sharded, extracted, transformed, checked, load(run), finish(), report().as_teardown())
 
 
 customer_ltv()

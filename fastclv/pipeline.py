@@ -257,7 +257,8 @@ def run_stage(
     log.info("%s: started", name)
     result: dict[str, Any]
     if name == "extract":
-        files = extract_stage(settings, area=area, on_progress=scan_progress)
+        sharded = (earlier or {}).get("sharded")
+        files = extract_stage(settings, area=area, on_progress=scan_progress, sharded=sharded)
         result = {"files": files, "reject_rates": reject_rates(files)}
     elif name == "transform":
         done = transform_stage(settings, area=area)
@@ -359,18 +360,28 @@ def record_stage(summary: RunSummary, name: str, result: Mapping[str, Any]) -> N
 
 
 def extract_stage(
-    settings: Settings, *, area: stage.StagingArea | None = None, on_progress: ScanProgress | None = None
+    settings: Settings,
+    *,
+    area: stage.StagingArea | None = None,
+    on_progress: ScanProgress | None = None,
+    sharded: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, object]]:
     """Validate the inputs and stage them; returns the counts per file (JSON-ready).
 
     Reads the CSVs (streamed, also from object storage); publishes the three validated
     inputs and ``rejects.parquet``. With ``settings.shards`` > 1, the sharded plan does it in
     that many worker processes (:func:`fastclv.shard.run_local`): the same files and counts.
+    ``sharded`` holds the results of the sharded plan's tasks when a scheduler ran them (``plan``,
+    ``scans``, ``resolved``: see :func:`fastclv.shard.stage_task`); this stage then only stages.
     """
     if settings.shards > 1:
         from fastclv import shard
 
         with staging_area(settings, area) as staged:
+            if sharded is not None:
+                return shard.stage_task(
+                    settings, sharded["plan"], sharded["scans"], sharded["resolved"], area=staged
+                )
             return shard.run_local(settings, workers=settings.shards, area=staged, on_progress=on_progress)
     with staging_area(settings, area) as staged:
         extracted = extract(

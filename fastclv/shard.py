@@ -496,3 +496,80 @@ def _report(on_progress: ex.ScanProgress, the_plan: Plan, done: list[RangeScan])
         read = sum(((ranges[s.index].end or file_plan.size or s.next) - ranges[s.index].start) for s in mine)
         spec = _SPECS[name]
         on_progress(spec.file_name, sum(s.rows for s in mine), read, file_plan.size)
+
+
+# --------------------------------------------------------------------------- JSON tasks
+
+#: What the plan task returns when the run is not sharded (the mapped tasks map over nothing).
+UNSHARDED: dict[str, Any] = {"plan": None, "scans": [], "buckets": []}
+
+
+def plan_task(settings: Settings, *, area: stage.StagingArea | None = None) -> dict[str, Any]:
+    """:func:`plan` for a scheduler: the plan, the scans to map and the buckets to map (JSON).
+
+    With ``settings.shards`` 1 nothing is planned (:data:`UNSHARDED`): the extract runs whole.
+    """
+    if settings.shards <= 1:
+        return dict(UNSHARDED)
+    the_plan = plan(settings, settings.shards, area=area)
+    return {
+        "plan": the_plan.as_dict(),
+        "scans": [{"file": file, "index": k} for file, k in the_plan.scans()],
+        "buckets": list(range(the_plan.buckets)),
+    }
+
+
+def scan_task(
+    settings: Settings,
+    planned: Mapping[str, Any],
+    job: Mapping[str, Any],
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, Any]:
+    """:func:`scan` of one mapped job (``{"file", "index"}``)."""
+    the_plan = Plan.from_dict(planned)
+    return scan(settings, the_plan, str(job["file"]), int(job["index"]), area=area).as_dict()
+
+
+def stitch_task(
+    settings: Settings,
+    planned: Mapping[str, Any],
+    scans: Iterable[Mapping[str, Any]],
+    *,
+    area: stage.StagingArea | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`stitch` of the mapped scans' results: the scans every later task reads."""
+    the_plan = Plan.from_dict(planned)
+    done = stitch(settings, the_plan, [RangeScan.from_dict(s) for s in scans], area=area)
+    return [s.as_dict() for s in done]
+
+
+def resolve_task(
+    settings: Settings,
+    planned: Mapping[str, Any],
+    scans: Iterable[Mapping[str, Any]],
+    file: str,
+    bucket: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, Any]:
+    """:func:`resolve` of one bucket of ``file``."""
+    the_plan = Plan.from_dict(planned)
+    stitched = [RangeScan.from_dict(s) for s in scans]
+    return resolve(settings, the_plan, stitched, file, bucket, area=area).as_dict()
+
+
+def stage_task(
+    settings: Settings,
+    planned: Mapping[str, Any],
+    scans: Iterable[Mapping[str, Any]],
+    resolved: Iterable[Mapping[str, Any]],
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, dict[str, object]]:
+    """:func:`stage_inputs` from the JSON results of the tasks before: the counts per file."""
+    the_plan = Plan.from_dict(planned)
+    stitched = [RangeScan.from_dict(s) for s in scans]
+    return stage_inputs(
+        settings, the_plan, stitched, [BucketResult.from_dict(r) for r in resolved], area=area
+    )

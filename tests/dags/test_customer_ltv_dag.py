@@ -32,6 +32,7 @@ EXPECTED = json.loads((SAMPLE / "expected.json").read_text())
 DUE_DEC_31 = datetime(2025, 12, 31, 0, 5, tzinfo=UTC)  # covers 2025-12-30
 DUE_JAN_01 = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)  # covers 2025-12-31
 STAGES = ["begin", "extract", "transform", "verify", "load"]
+SHARD_TASKS = ["plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items"]
 PASSWORD = "Sup3r-Secret-Pw"  # the test server trusts 127.0.0.1, so any password works
 
 pytestmark = [
@@ -168,8 +169,8 @@ def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
 
     assert dagbag.import_errors == {}
     dag = dagbag.get_dag("customer_ltv")
-    assert [t.task_id for t in dag.topological_sort()] == [*STAGES, "finish", "report"]
-    tasks = [*STAGES, "finish", "report"]
+    tasks = [STAGES[0], *SHARD_TASKS, *STAGES[1:], "finish", "report"]
+    assert [t.task_id for t in dag.topological_sort()] == tasks
     for upstream, downstream in itertools.pairwise(tasks):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.get_task("finish").trigger_rule == "all_done"
@@ -182,14 +183,15 @@ def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
     assert dag.max_active_runs == 1
     assert set(dag.params) == {
         "as_of", "input", "staging", "schema", "horizon_months", "margin", "discount_rate",
-        "reject_rate_threshold", "holdout_days",
+        "reject_rate_threshold", "holdout_days", "shards",
     }  # fmt: skip
     assert all(dag.params[name] is None for name in dag.params)  # defaults come from the env
     alert = _dag_module(dag).alert_on_failure
     for t in dag.tasks:
         assert t.retries == 3
         assert t.retry_exponential_backoff == 2.0
-        assert t.on_failure_callback == [alert]
+        callbacks = t.on_failure_callback  # a mapped task keeps it as given, not as a list
+        assert (callbacks if isinstance(callbacks, list) else [callbacks]) == [alert]
 
 
 def test_dag_is_ruff_clean_including_the_airflow_rules() -> None:
@@ -290,6 +292,28 @@ def test_two_days_and_a_rerun_load_each_days_partition(
     assert PASSWORD not in logged
     assert "SECRET-TOKEN" not in logged  # the webhook's path is never logged
     assert "extract: customers 1028 read, 1009 valid, 16 rejected" in caplog.text
+
+
+def test_a_sharded_run_maps_its_tasks_and_loads_exactly_the_unsharded_rows(
+    dag: Any, env: Path, pg_uri: str, pg_schema: str, webhook: Webhook
+) -> None:
+    whole = _run(dag, DUE_DEC_31)
+    assert whole.state == "success", _states(whole)
+    skipped = {ti.task_id for ti in whole.get_task_instances() if ti.state == "skipped"}
+    assert skipped == set(SHARD_TASKS) - {"plan"}  # not sharded: the plan maps over nothing
+    rows, ledger = _table(pg_uri, pg_schema), _ledger(pg_uri, pg_schema)
+
+    sharded = _run(dag, DUE_DEC_31, shards=3)
+    assert sharded.state == "success", _states(sharded)
+    instances = sharded.get_task_instances()
+    assert {ti.state for ti in instances} == {"success"}
+    mapped = {name: sorted(ti.map_index for ti in instances if ti.task_id == name) for name in SHARD_TASKS}
+    assert mapped["scan"] == list(range(9))  # 3 byte ranges of each of the 3 files
+    assert mapped["resolve_orders"] == mapped["resolve_items"] == [0]  # the sample is one bucket
+    assert _table(pg_uri, pg_schema) == rows
+    [*_, again] = _ledger(pg_uri, pg_schema)
+    assert again[1:4] == ledger[0][1:4]  # status, output rows and counts of the unsharded run
+    assert not (env / "2025-12-30" / "_shards").exists()
 
 
 def test_missing_column_fails_fast_leaves_table_and_alerts(
@@ -436,7 +460,7 @@ def test_every_setting_reaches_every_task_and_duckdb_memory_limit_is_no_longer_i
         "run_id": "dag-test-run", "storage_options": '{"aws_region": "eu-west-1"}',
     }  # fmt: skip
     params = {"horizon_months": 6, "margin": 0.5, "discount_rate": 0.02, "reject_rate_threshold": 0.5,
-              "holdout_days": 30}  # fmt: skip
+              "holdout_days": 30, "shards": 2}  # fmt: skip
     by_param = {"as_of", "staging", "pg_schema", "pg_uri", *params}  # the fixture sets staging, schema
     assert {f.name for f in fields(Settings)} == set(variables) | by_param  # a new field needs a value here
     for name, value in variables.items():
