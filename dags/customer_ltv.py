@@ -44,6 +44,8 @@ STAGES = ("begin", "extract", "transform", "verify", "load")
 SHARD_TASKS = ("plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items")
 #: Mapped task instances of one run that run at once (each holds about 1/N of the data).
 MAX_PARALLEL_SHARDS = int(os.environ.get("FASTCLV_MAX_PARALLEL_SHARDS") or 16)
+#: Seconds before a failed task's first retry (doubling up to 30 minutes).
+RETRY_DELAY_S = float(os.environ.get("FASTCLV_RETRY_DELAY_S") or 60)
 #: DAG param -> Settings field (type and description from Settings); every field has a FASTCLV_* variable.
 PARAMS = {"as_of": "as_of", "input": "input", "staging": "staging", "schema": "pg_schema",
           "horizon_months": "horizon_months", "margin": "margin", "discount_rate": "discount_rate",
@@ -316,7 +318,7 @@ def _sharded_extract(run: Any) -> Any:
     default_args={
         "owner": "data-engineering",
         "retries": 3,
-        "retry_delay": timedelta(minutes=1),
+        "retry_delay": timedelta(seconds=RETRY_DELAY_S),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
         "on_failure_callback": alert_on_failure,

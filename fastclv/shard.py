@@ -403,7 +403,9 @@ def stage_inputs(
             ).as_dict()
         locations = {spec.name: storage.join(settings.input, spec.file_name) for spec in INPUT_FILES}
         ex.write_rejects(reject_parts, locations, staged.path(stage.REJECTS), settings.storage_options)
-        staged.publish(*stage.INPUTS, stage.REJECTS)
+        # A file of one bucket was staged (and published) by its resolve task.
+        made = [f"{spec.name}.parquet" for spec in INPUT_FILES if the_plan.buckets_of(spec.name) > 1]
+        staged.publish(*made, stage.REJECTS)
         _remove_work(staged, the_plan)
     return counts
 
