@@ -683,8 +683,14 @@ def finish_file(
     outputs: list[BucketFiles],
     out: Path,
     rejects_out: Path,
+    *,
+    keep_work: bool = False,
 ) -> FileCounts:
-    """Stage a resolved file (several buckets: one streamed copy) and its rejects, and count."""
+    """Stage a resolved file (several buckets: one streamed copy) and its rejects, and count.
+
+    The scan's rejects and the late rejects are removed after use unless ``keep_work`` (the
+    sharded plan keeps them until the end, so that a retried task finds them).
+    """
     if len(outputs) > 1:
         t0 = time.perf_counter()
         parent = [PARENT_ROW[spec.name]] if spec.name in PARENT_ROW else []
@@ -707,8 +713,9 @@ def finish_file(
         )
     )
     stage.sink_parquet(rejects, rejects_out)
-    for part in (*scanned.rejected, *(b.late for b in outputs)):
-        part.unlink()
+    if not keep_work:
+        for part in (*scanned.rejected, *(b.late for b in outputs)):
+            part.unlink()
 
     by_reason = dict.fromkeys((r.value for r in REASONS_BY_FILE[spec.name]), 0)
     reason_counts = pl.scan_parquet(rejects_out).group_by("reason").agg(pl.len()).collect()

@@ -399,7 +399,7 @@ def stage_inputs(
             out = staged.path(f"{spec.name}.parquet")
             reject_parts[spec.name] = staged.local_dir() / SHARDS / f"{spec.name}.rejects.parquet"
             counts[spec.name] = ex.finish_file(
-                spec, scanned, total, outputs, out, reject_parts[spec.name]
+                spec, scanned, total, outputs, out, reject_parts[spec.name], keep_work=True
             ).as_dict()
         locations = {spec.name: storage.join(settings.input, spec.file_name) for spec in INPUT_FILES}
         ex.write_rejects(reject_parts, locations, staged.path(stage.REJECTS), settings.storage_options)
@@ -451,7 +451,9 @@ def run_local(
     """The sharded extract on this machine, in ``workers`` processes; the counts per file.
 
     What ``fastclv run --shards N`` does: the same tasks an Airflow deployment maps over its
-    workers, run by a local process pool (each worker gets its share of the cores).
+    workers, run by a local process pool (each worker gets its share of the cores). The pool
+    starts its workers with ``spawn``: a script that calls this (or :func:`fastclv.run` with
+    ``shards`` > 1) must guard its own work with ``if __name__ == "__main__":``.
     """
     the_plan = plan(settings, workers, range_bytes=range_bytes, buckets=buckets, area=area)
     threads = max(1, (os.cpu_count() or 1) // workers)
