@@ -455,6 +455,7 @@ def run_local(
     starts its workers with ``spawn``: a script that calls this (or :func:`fastclv.run` with
     ``shards`` > 1) must guard its own work with ``if __name__ == "__main__":``.
     """
+    t0 = time.perf_counter()
     the_plan = plan(settings, workers, range_bytes=range_bytes, buckets=buckets, area=area)
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
@@ -470,12 +471,19 @@ def run_local(
             done.append(future.result())
             if on_progress is not None:
                 _report(on_progress, the_plan, done)
+        t1 = time.perf_counter()
         scans = stitch(settings, the_plan, done, area=area)
         resolved = [resolve(settings, the_plan, scans, "customers", 0, area=area)]
         for file in (ORDERS.name, ORDER_ITEMS.name):
             jobs = [pool.submit(resolve, settings, the_plan, scans, file, k) for k in range(the_plan.buckets)]
             resolved += [job.result() for job in jobs]
-    return stage_inputs(settings, the_plan, scans, resolved, area=area)
+    t2 = time.perf_counter()
+    counts = stage_inputs(settings, the_plan, scans, resolved, area=area)
+    log.info(
+        "sharded extract in %d workers: plan and scans %.1f s, stitch and resolve %.1f s, stage %.1f s",
+        workers, t1 - t0, t2 - t1, time.perf_counter() - t2,
+    )  # fmt: skip
+    return counts
 
 
 def _completed(futures: Mapping[Future[T], Any]) -> Iterable[Future[T]]:
