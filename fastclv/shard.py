@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,8 @@ class Plan:
     files: dict[str, FilePlan]
     #: Buckets of orders and items (customers are one).
     buckets: int
+    #: This plan's own id: names what its tasks leave behind (a rerun never takes an earlier plan's).
+    id: str = ""
 
     def buckets_of(self, file: str) -> int:
         """Key-hash buckets of ``file``."""
@@ -98,12 +101,18 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (an XCom value)."""
-        return {"files": {name: asdict(f) for name, f in self.files.items()}, "buckets": self.buckets}
+        return {
+            "files": {name: asdict(f) for name, f in self.files.items()},
+            "buckets": self.buckets,
+            "id": self.id,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         """The plan from :meth:`as_dict`."""
-        return cls({name: FilePlan(**f) for name, f in data["files"].items()}, int(data["buckets"]))
+        return cls(
+            {name: FilePlan(**f) for name, f in data["files"].items()}, int(data["buckets"]), str(data["id"])
+        )
 
 
 @dataclass(frozen=True)
@@ -217,7 +226,7 @@ def plan(
         raise ValueError(f"buckets must be a power of two, not {buckets}")
     with pipeline_area(settings, area) as staged:
         shutil.rmtree(staged.local_dir() / SHARDS, ignore_errors=True)
-    the_plan = Plan(files, buckets)
+    the_plan = Plan(files, buckets, uuid.uuid4().hex[:12])
     log.info(
         "plan: %s; %d key-hash buckets",
         ", ".join(f"{name} {len(f.cuts) + 1} byte ranges" for name, f in files.items()),
@@ -343,9 +352,15 @@ def resolve(
     """
     spec = _SPECS[file]
     cutoff = as_of_cutoff(settings.as_of)
+    # Written once the bucket's files are: a retry after that finds it and does nothing again.
+    receipt = f"{SHARDS}/{file}.b{bucket}.{the_plan.id}.json"
     with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        if staged.exists(receipt):
+            log.info("resolve: %s bucket %d was resolved already (a retry)", spec.file_name, bucket)
+            return BucketResult.from_dict(staged.read_json(receipt))
         scanned = _scanned(staged, the_plan, file, scans)
-        staged.fetch(*(_relative(staged, p) for p in scanned.buckets[bucket]))
+        inputs = [_relative(staged, p) for p in scanned.buckets[bucket]]
+        staged.fetch(*inputs)
         parents: ex.Parents | None = None
         if spec is ORDERS:
             staged.fetch("customers.parquet")
@@ -359,8 +374,12 @@ def resolve(
         t0 = time.perf_counter()
         done = ex.resolve_bucket(spec, scanned.bucket(bucket), parents, cutoff, out)
         staged.publish(*(_relative(staged, p) for p in (out.valid, out.late, out.keys) if p is not None))
+        result = BucketResult(file, bucket, done.valid, done.dropped, done.after)
+        staged.write_json(receipt, result.as_dict())
+        # The bucket's scanned rows are resolved: free their space (the scans hold the whole input).
+        staged.remove(*inputs)
     log.info("resolve: %s bucket %d in %.2f s", spec.file_name, bucket, time.perf_counter() - t0)
-    return BucketResult(file, bucket, done.valid, done.dropped, done.after)
+    return result
 
 
 def stage_inputs(
@@ -418,6 +437,8 @@ def _remove_work(area: stage.StagingArea, the_plan: Plan) -> None:
             for k in range(the_plan.buckets_of(spec.name)):
                 b = _bucket_files(area, the_plan, spec.name, k)
                 names += [_relative(area, p) for p in (b.valid, b.late, b.keys) if p is not None]
+        names += [f"{SHARDS}/{spec.name}.b{k}.{the_plan.id}.json" for spec in INPUT_FILES
+                  for k in range(the_plan.buckets_of(spec.name))]  # fmt: skip
         area.remove(*(n for n in names if n.startswith(f"{SHARDS}/")))
     shutil.rmtree(area.local_dir() / SHARDS, ignore_errors=True)
 

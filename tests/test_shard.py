@@ -180,3 +180,25 @@ def test_run_with_shards_loads_exactly_the_rows_of_the_unsharded_run(
             conn.execute(f"DROP SCHEMA {pg_schema}_{shards} CASCADE")
     assert len(loaded[1]) == json.loads((SAMPLE / "expected.json").read_text())["output_rows"]
     assert loaded[3] == loaded[1]
+
+
+def test_a_retried_resolve_gives_its_result_again_once_its_inputs_are_freed(
+    generated: Path, tmp_path: Path
+) -> None:
+    as_of = date(2025, 12, 31)
+    settings_ = Settings(input=str(generated), staging=str(tmp_path / "s"), as_of=as_of, load=False)
+    with staging_area(settings_) as area:
+        area.prepare()
+    the_plan = shard.plan(settings_, 2, buckets=2)
+    scans = shard.stitch(
+        settings_, the_plan, [shard.scan(settings_, the_plan, f, k) for f, k in the_plan.scans()]
+    )
+    work = tmp_path / "s" / as_of.isoformat() / shard.SHARDS
+    assert list(work.glob("orders.r*.b1.arrow"))
+    shard.resolve(settings_, the_plan, scans, "customers", 0)
+    first = shard.resolve(settings_, the_plan, scans, "orders", 1)
+    assert first.valid > 0
+    assert not list(work.glob("orders.r*.b1.arrow"))  # resolved: the scanned rows are freed
+    assert shard.resolve(settings_, the_plan, scans, "orders", 1) == first  # a retry does nothing again
+    # A new plan of the same date never takes the earlier plan's results for its own.
+    assert shard.plan(settings_, 2, buckets=2).id != the_plan.id
