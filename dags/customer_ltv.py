@@ -4,7 +4,9 @@ begin -> extract -> transform -> verify -> load -> finish (always: summary.json,
 fails the DagRun when a stage failed); the run due at D+1 00:05 UTC covers D. With the shards
 param (or FASTCLV_SHARDS) above 1 the extract is the sharded plan, mapped over the workers
 (plan -> scan[range] -> stitch -> resolve_customers -> resolve_orders[bucket] ->
-resolve_items[bucket] -> extract, which stages); with 1 those tasks map over nothing (skipped). Settings: DAG
+resolve_items[bucket] -> extract, which stages) and so is the transform (parts -> history[part] -> fit
+-> score[part] -> transform, which assembles the output); with 1 those tasks map over nothing
+(skipped). Settings: DAG
 params, else FASTCLV_* variables (one per Settings field), else defaults; resolved by begin,
 they travel without secrets, which each task adds from the connections fastclv_postgres,
 fastclv_storage (optional) and fastclv_alert_webhook (optional: the URL as its password, masked).
@@ -40,8 +42,11 @@ CONN_ID = "fastclv_postgres"
 STORAGE_CONN_ID = "fastclv_storage"
 ALERT_CONN_ID = "fastclv_alert_webhook"
 STAGES = ("begin", "extract", "transform", "verify", "load")
-#: The sharded plan's tasks, between begin and extract (skipped when the run is not sharded).
+#: The sharded plan's tasks (skipped when the run is not sharded): the extract's, then the transform's.
 SHARD_TASKS = ("plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items")
+SHARD_TRANSFORM_TASKS = ("parts", "history", "fit", "score")
+#: Every task of a run before finish, in run order (finish reports the first that failed).
+RUN_ORDER = ("begin", *SHARD_TASKS, "extract", *SHARD_TRANSFORM_TASKS, "transform", "verify", "load")
 #: Mapped task instances of one run that run at once (each holds about 1/N of the data).
 MAX_PARALLEL_SHARDS = int(os.environ.get("FASTCLV_MAX_PARALLEL_SHARDS") or 16)
 #: Seconds before a failed task's first retry (doubling up to 30 minutes).
@@ -194,10 +199,12 @@ def _stage(name: str, run: Mapping[str, Any] | None = None, **earlier: Any) -> d
 
 
 def _shard(name: str, run: Mapping[str, Any], *args: Any) -> Any:
-    """Run one task of the sharded plan (``fastclv.shard.<name>_task``), as :func:`_stage` does."""
-    from fastclv import shard
+    """Run one task of the sharded plan (``fastclv.shard.<name>_task``, or the transform's in
+    ``fastclv.shard_transform``), as :func:`_stage` does."""
+    from fastclv import shard, shard_transform
 
-    return _call(name, run, lambda settings: getattr(shard, f"{name}_task")(settings, *args))
+    module = shard_transform if hasattr(shard_transform, f"{name}_task") else shard
+    return _call(name, run, lambda settings: getattr(module, f"{name}_task")(settings, *args))
 
 
 def _call(name: str, run: Mapping[str, Any] | None, work: Any) -> Any:
@@ -230,7 +237,8 @@ def _first_failure(tasks: list[str], states: Mapping[str, str | None]) -> tuple[
             if key == name or (index != key and index.isdigit()):
                 mine[-1 if key == name else int(index)] = state
         for index, state in sorted(mine.items()):
-            if state != "success" and not (name in SHARD_TASKS and state == "skipped"):
+            sharded_task = name in SHARD_TASKS or name in SHARD_TRANSFORM_TASKS
+            if state != "success" and not (sharded_task and state == "skipped"):
                 return name, (index if index >= 0 else None)
         if not mine and name in STAGES:
             return name, None
@@ -291,12 +299,14 @@ def resolve_orders(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
 
 @task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
 def resolve_items(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    """One item bucket: duplicates, conflicts, unknown orders (its orders share the bucket)."""
+    """One item bucket: duplicates, conflicts, unknown orders (its orders share the bucket);
+    then the bucket's purchase days, cut by customer part (the transform's exchange)."""
     return _shard("resolve", run, job["plan"], job["scans"], "order_items", job["bucket"])
 
 
-def _sharded_extract(run: Any) -> Any:
-    """The sharded plan's tasks, mapped over byte ranges and buckets; the last of them."""
+def _sharded_extract(run: Any) -> tuple[Any, Any]:
+    """The sharded plan's extract tasks, mapped over byte ranges and buckets: the resolve jobs
+    (stitch) and the last task."""
     jobs = plan(run)
     scanned = scan.partial(run=run).expand(job=jobs)
     buckets = stitch(run, jobs, scanned)
@@ -304,7 +314,64 @@ def _sharded_extract(run: Any) -> Any:
     orders = resolve_orders.partial(run=run).expand(job=buckets)
     items = resolve_items.partial(run=run).expand(job=buckets)
     chain(customers, orders, items)
-    return items
+    return buckets, items
+
+
+@task
+def parts(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sharded runs: one history job per customer part (the plan and the stitched scans in each)."""
+    planned, stitched = buckets[0]["plan"], buckets[0]["scans"]
+    return [{"plan": planned, "scans": stitched, "part": j} for j in range(int(planned.get("parts", 1)))]
+
+
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def history(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """One customer part: its purchase days merged, its historical columns, its model histograms."""
+    return _shard("history", run, job["plan"], job["scans"], job["part"])
+
+
+@task
+def fit(run: dict[str, Any], jobs: list[dict[str, Any]], histories: list[dict[str, Any]]) -> dict[str, Any]:
+    """BG/NBD and Gamma-Gamma on the merged histograms of every part: the model's summary."""
+    fitted = _shard("fit", run, jobs[0]["plan"], list(histories))
+    return {"plan": jobs[0]["plan"], **fitted, "parts": [job["part"] for job in jobs]}
+
+
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def score(run: dict[str, Any], fitted: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """One customer part's predictions from the fitted model."""
+    return _shard("score", run, fitted["model"], job["part"])
+
+
+def _sharded_transform(run: Any, buckets: Any, items: Any) -> Any:
+    """The sharded plan's transform tasks, mapped over customer parts; the last of them."""
+    jobs = parts(buckets)
+    chain(items, jobs)
+    histories = history.partial(run=run).expand(job=jobs)
+    fitted = fit(run, jobs, histories)
+    return score.partial(run=run, fitted=fitted).expand(job=jobs)
+
+
+def _sharded_extract_results(ti: Any) -> dict[str, Any] | None:
+    """What the sharded extract's tasks returned, for the extract task (None: not sharded)."""
+    buckets = ti.xcom_pull(task_ids="stitch")
+    if not buckets:
+        return None
+    resolved = [ti.xcom_pull(task_ids="resolve_customers")]
+    indexes = list(range(len(buckets)))  # a list of one index still pulls a list
+    for task_id in ("resolve_orders", "resolve_items"):
+        resolved += ti.xcom_pull(task_ids=[task_id], map_indexes=indexes)
+    return {"plan": buckets[0]["plan"], "scans": buckets[0]["scans"], "resolved": resolved}
+
+
+def _sharded_transform_results(ti: Any) -> dict[str, Any] | None:
+    """What the sharded transform's tasks returned, for the transform task (None: not sharded)."""
+    fitted = ti.xcom_pull(task_ids="fit")
+    if not fitted:
+        return None
+    scores = ti.xcom_pull(task_ids=["score"], map_indexes=list(range(len(fitted["parts"]))))
+    seconds = fitted["seconds"]
+    return {"plan": fitted["plan"], "model": fitted["model"], "model_seconds": seconds, "scores": scores}
 
 
 @dag(
@@ -341,24 +408,20 @@ def customer_ltv() -> None:
 
         Sharded: stage what the plan's tasks resolved (pulled from XCom); else the whole extract.
         """
-        ti, sharded = current()["ti"], None
-        if buckets := ti.xcom_pull(task_ids="stitch"):
-            resolved = [ti.xcom_pull(task_ids="resolve_customers")]
-            indexes = list(range(len(buckets)))  # a list of one index still pulls a list
-            for task_id in ("resolve_orders", "resolve_items"):
-                resolved += ti.xcom_pull(task_ids=[task_id], map_indexes=indexes)
-            sharded = {"plan": buckets[0]["plan"], "scans": buckets[0]["scans"], "resolved": resolved}
-        result = _stage("extract", run, sharded=sharded)
+        result = _stage("extract", run, sharded=_sharded_extract_results(current()["ti"]))
         if warning := result.get("warning"):
             threshold = run["settings"]["reject_rate_threshold"]
             WebhookNotifier(warning, "warning", warning=warning, reject_rates=result["reject_rates"],
                             threshold=threshold).notify(current())  # fmt: skip
         return result
 
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def transform(run: dict[str, Any]) -> dict[str, Any]:
-        """Compute customer_ltv (history and predictive model) into the run folder."""
-        return _stage("transform", run)
+        """Compute customer_ltv (history and predictive model) into the run folder.
+
+        Sharded: assemble what the part tasks scored (pulled from XCom); else the whole transform.
+        """
+        return _stage("transform", run, sharded=_sharded_transform_results(current()["ti"]))
 
     @task
     def verify(run: dict[str, Any], extracted: dict[str, Any], transformed: dict[str, Any]) -> dict[str, Any]:
@@ -375,7 +438,7 @@ def customer_ltv() -> None:
         """Write summary.json and the ledger row whatever happened; fail if a stage failed."""
         context = current()
         ti = context["ti"]
-        tasks = [STAGES[0], *SHARD_TASKS, *STAGES[1:]]
+        tasks = list(RUN_ORDER)
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id], task_ids=tasks)[ti.run_id]
         results = {name: ti.xcom_pull(task_ids=name) or {} for name in STAGES}
         public = results["begin"].get("settings") or _public(context)  # begin failed: resolve again
@@ -403,10 +466,12 @@ def customer_ltv() -> None:
             return None
 
     run: Any = begin()  # XComArgs: the tasks' return values, resolved when the downstream task runs
-    sharded = _sharded_extract(run)
+    buckets, items = _sharded_extract(run)
+    scored = _sharded_transform(run, buckets, items)
     extracted, transformed = extract(run), transform(run)
     checked = verify(run, extracted, transformed)
-    chain(sharded, extracted, transformed, checked, load(run), finish(), report().as_teardown())
+    chain(items, extracted, transformed, checked, load(run), finish(), report().as_teardown())
+    chain(scored, transformed)
 
 
 customer_ltv()

@@ -29,11 +29,11 @@ import polars as pl
 
 from fastclv import memory, stage, storage
 from fastclv.config import Settings
-from fastclv.errors import ConfigError, FastclvError, TerminalError, TransientError
+from fastclv.errors import ConfigError, FastclvError, TransientError
 from fastclv.extract import ScanProgress, extract
 from fastclv.report import REPORT
 from fastclv.secrets import redact
-from fastclv.transform import customer_ltv, overflowing_totals
+from fastclv.transform import customer_ltv, overflow_error, overflowing_totals
 
 if TYPE_CHECKING:
     pass
@@ -261,7 +261,7 @@ def run_stage(
         files = extract_stage(settings, area=area, on_progress=scan_progress, sharded=sharded)
         result = {"files": files, "reject_rates": reject_rates(files)}
     elif name == "transform":
-        done = transform_stage(settings, area=area)
+        done = transform_stage(settings, area=area, sharded=(earlier or {}).get("sharded"))
         result = {
             "output_rows": done.output_rows,
             "model": done.model,
@@ -411,44 +411,38 @@ class TransformResult:
     holdout_seconds: float | None = None
 
 
-def transform_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> TransformResult:
+def transform_stage(
+    settings: Settings,
+    *,
+    area: stage.StagingArea | None = None,
+    sharded: Mapping[str, Any] | None = None,
+) -> TransformResult:
     """Historical columns from the staged inputs, then the predictive model: the output file.
 
     Reads the three validated inputs (fetched when an earlier process staged them);
     publishes ``customer_ltv.parquet``, and ``holdout.parquet`` when the holdout backtest ran.
+    With ``settings.shards`` > 1 the history and the model run by customer part
+    (:mod:`fastclv.shard_transform`): in local worker processes, or, given ``sharded`` (the
+    scheduler's mapped tasks ran them: ``{"plan", "model", "model_seconds", "scores"}``), only
+    the output is assembled here.
     """
     with staging_area(settings, area) as staged:
-        staged.fetch(*stage.INPUTS)
         run_path = staged.local_dir()
-        history = staged.work_dir() / "history.parquet"
-        history.parent.mkdir(parents=True, exist_ok=True)
-        frames = {
-            name: pl.scan_parquet(run_path / f"{name}.parquet")
-            for name in ("customers", "orders", "order_items")
-        }
-        stage.sink_parquet(
-            customer_ltv(frames["customers"], frames["orders"], frames["order_items"], settings.as_of),
-            history,
-        )
-        too_big = overflowing_totals(pl.scan_parquet(history)).head(5).collect()
-        if too_big.height:
-            ids = ", ".join(too_big["customer_id"].to_list())
-            raise TerminalError(
-                f"customer_ltv: the total revenue of customer(s) {ids} exceeds numeric(18,2) "
-                "(16 digits before the point). Hint: check order_items.csv for those customers' "
-                "quantities and prices; a value that large is almost always a unit error."
-            )
-        t0 = time.perf_counter()
-        from fastclv.model.staged import predict_staged  # numpy/scipy: not at CLI start
+        if settings.shards > 1:
+            from fastclv import shard_transform
 
-        model = predict_staged(
-            history,
-            run_path / stage.OUTPUT,
-            horizon_months=settings.horizon_months,
-            margin=settings.margin,
-            discount_rate=settings.discount_rate,
-            penalizer=settings.penalizer,
-        )
+            if sharded is not None:
+                t0 = time.perf_counter()
+                shard_transform.finish_task(settings, sharded["plan"], sharded["scores"], area=staged)
+                model = dict(sharded["model"])
+                model_seconds = float(sharded["model_seconds"]) + time.perf_counter() - t0
+            else:
+                model, model_seconds = shard_transform.run_local(
+                    settings, workers=settings.shards, area=staged
+                )
+        else:
+            model, model_seconds = _transform_whole(settings, staged)
+        t0 = time.perf_counter()
         rows, clv_total, predicted = (
             pl.scan_parquet(run_path / stage.OUTPUT)
             .select(
@@ -459,11 +453,11 @@ def transform_stage(settings: Settings, *, area: stage.StagingArea | None = None
             .collect()
             .row(0)
         )
-        model_seconds = round(time.perf_counter() - t0, 3)
-        staged.publish(stage.OUTPUT)
+        model_seconds = round(model_seconds + time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         from fastclv import holdout
 
+        staged.fetch("customers.parquet", "orders.parquet")
         backtest = holdout.backtest(
             run_path / "customers.parquet",
             run_path / "orders.parquet",
@@ -477,6 +471,36 @@ def transform_stage(settings: Settings, *, area: stage.StagingArea | None = None
         holdout_seconds = round(time.perf_counter() - t0, 3)
     total = float(clv_total) if predicted and clv_total is not None else None
     return TransformResult(int(rows), model, model_seconds, total, backtest.as_dict(), holdout_seconds)
+
+
+def _transform_whole(settings: Settings, staged: stage.StagingArea) -> tuple[dict[str, object], float]:
+    """The unsharded transform: the history of every customer, then the model; its seconds."""
+    staged.fetch(*stage.INPUTS)
+    run_path = staged.local_dir()
+    history = staged.work_dir() / "history.parquet"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    frames = {
+        name: pl.scan_parquet(run_path / f"{name}.parquet") for name in ("customers", "orders", "order_items")
+    }
+    stage.sink_parquet(
+        customer_ltv(frames["customers"], frames["orders"], frames["order_items"], settings.as_of), history
+    )
+    too_big = overflowing_totals(pl.scan_parquet(history)).head(5).collect()
+    if too_big.height:
+        raise overflow_error(too_big["customer_id"].to_list())
+    t0 = time.perf_counter()
+    from fastclv.model.staged import predict_staged  # numpy/scipy: not at CLI start
+
+    model = predict_staged(
+        history,
+        run_path / stage.OUTPUT,
+        horizon_months=settings.horizon_months,
+        margin=settings.margin,
+        discount_rate=settings.discount_rate,
+        penalizer=settings.penalizer,
+    )
+    staged.publish(stage.OUTPUT)
+    return model, time.perf_counter() - t0
 
 
 def verify_stage(

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: The folder of the sharded plan's work files in the run's staging area.
 SHARDS = "_shards"
+#: The folder of the sharded transform's work files (:mod:`fastclv.shard_transform`).
+PARTS = "_parts"
 _SPECS: dict[str, InputFile] = {spec.name: spec for spec in INPUT_FILES}
 
 
@@ -89,6 +91,8 @@ class Plan:
     buckets: int
     #: This plan's own id: names what its tasks leave behind (a rerun never takes an earlier plan's).
     id: str = ""
+    #: Customer parts of the transform (:mod:`fastclv.shard_transform`): ranges of customer rows.
+    parts: int = 1
 
     def buckets_of(self, file: str) -> int:
         """Key-hash buckets of ``file``."""
@@ -105,13 +109,17 @@ class Plan:
             "files": {name: asdict(f) for name, f in self.files.items()},
             "buckets": self.buckets,
             "id": self.id,
+            "parts": self.parts,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         """The plan from :meth:`as_dict`."""
         return cls(
-            {name: FilePlan(**f) for name, f in data["files"].items()}, int(data["buckets"]), str(data["id"])
+            {name: FilePlan(**f) for name, f in data["files"].items()},
+            int(data["buckets"]),
+            str(data["id"]),
+            int(data.get("parts", 1)),
         )
 
 
@@ -225,8 +233,9 @@ def plan(
     if buckets & (buckets - 1):
         raise ValueError(f"buckets must be a power of two, not {buckets}")
     with pipeline_area(settings, area) as staged:
-        shutil.rmtree(staged.local_dir() / SHARDS, ignore_errors=True)
-    the_plan = Plan(files, buckets, uuid.uuid4().hex[:12])
+        for work in (SHARDS, PARTS):
+            shutil.rmtree(staged.local_dir() / work, ignore_errors=True)
+    the_plan = Plan(files, buckets, uuid.uuid4().hex[:12], parts=shards)
     log.info(
         "plan: %s; %d key-hash buckets",
         ", ".join(f"{name} {len(f.cuts) + 1} byte ranges" for name, f in files.items()),
@@ -382,6 +391,22 @@ def resolve(
     return result
 
 
+def resolve_items(
+    settings: Settings,
+    the_plan: Plan,
+    scans: list[RangeScan],
+    bucket: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> BucketResult:
+    """:func:`resolve` of one item bucket, then its purchase days for the sharded transform."""
+    from fastclv.shard_transform import days
+
+    result = resolve(settings, the_plan, scans, ORDER_ITEMS.name, bucket, area=area)
+    days(settings, the_plan, scans, bucket, area=area)
+    return result
+
+
 def stage_inputs(
     settings: Settings,
     the_plan: Plan,
@@ -495,11 +520,17 @@ def run_local(
         t1 = time.perf_counter()
         scans = stitch(settings, the_plan, done, area=area)
         resolved = [resolve(settings, the_plan, scans, "customers", 0, area=area)]
-        for file in (ORDERS.name, ORDER_ITEMS.name):
-            jobs = [pool.submit(resolve, settings, the_plan, scans, file, k) for k in range(the_plan.buckets)]
-            resolved += [job.result() for job in jobs]
+        jobs = [
+            pool.submit(resolve, settings, the_plan, scans, ORDERS.name, k) for k in range(the_plan.buckets)
+        ]
+        resolved += [job.result() for job in jobs]
+        jobs = [pool.submit(resolve_items, settings, the_plan, scans, k) for k in range(the_plan.buckets)]
+        resolved += [job.result() for job in jobs]
     t2 = time.perf_counter()
     counts = stage_inputs(settings, the_plan, scans, resolved, area=area)
+    from fastclv.shard_transform import write_handoff
+
+    write_handoff(settings, the_plan, scans, area=area)
     log.info(
         "sharded extract in %d workers: plan and scans %.1f s, stitch and resolve %.1f s, stage %.1f s",
         workers, t1 - t0, t2 - t1, time.perf_counter() - t2,
@@ -586,9 +617,11 @@ def resolve_task(
     *,
     area: stage.StagingArea | None = None,
 ) -> dict[str, Any]:
-    """:func:`resolve` of one bucket of ``file``."""
+    """:func:`resolve` of one bucket of ``file`` (items: :func:`resolve_items`)."""
     the_plan = Plan.from_dict(planned)
     stitched = [RangeScan.from_dict(s) for s in scans]
+    if file == ORDER_ITEMS.name:
+        return resolve_items(settings, the_plan, stitched, bucket, area=area).as_dict()
     return resolve(settings, the_plan, stitched, file, bucket, area=area).as_dict()
 
 

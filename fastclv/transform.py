@@ -13,6 +13,7 @@ from datetime import date
 import polars as pl
 
 from fastclv.contract import COUNTED_STATUS, MONEY, MONEY_WIDE, OUTPUT_SCHEMA, as_of_cutoff
+from fastclv.errors import TerminalError
 
 
 def counted_orders(orders: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
@@ -67,6 +68,20 @@ def purchase_days(orders: pl.LazyFrame, items: pl.LazyFrame, as_of: date) -> pl.
     )
 
 
+def merge_days(partials: pl.LazyFrame) -> pl.LazyFrame:
+    """Purchase days from partial ones: several order buckets can hold one (customer, day).
+
+    The sharded plan computes :func:`purchase_days` per order bucket; the rows of one
+    (customer, day) are then merged exactly (counts and money summed, first/last times kept).
+    """
+    return partials.group_by("customer_row", "day").agg(
+        pl.col("orders").sum(),
+        pl.col("first_ts").min(),
+        pl.col("last_ts").max(),
+        pl.col("value").sum(),
+    )
+
+
 def customer_history(days: pl.LazyFrame) -> pl.LazyFrame:
     """Per-customer aggregates of the purchase days (customers with counted orders only)."""
     first_day = pl.col("day").min()
@@ -92,7 +107,12 @@ def customer_ltv(
     frequency, recency_days, t_days and monetary_value follow lifetimes'
     ``summary_data_from_transaction_data`` with daily periods and observation end ``as_of``.
     """
-    history = customer_history(purchase_days(orders, items, as_of))
+    return customer_ltv_from_days(customers, purchase_days(orders, items, as_of), as_of)
+
+
+def customer_ltv_from_days(customers: pl.LazyFrame, days: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
+    """:func:`customer_ltv` from the customers' purchase days (:func:`purchase_days`)."""
+    history = customer_history(days)
     has_orders = pl.col("orders_count") > 0
     total = pl.col("_total")
     frequency = (pl.col("_days") - 1).cast(pl.Int32)
@@ -130,6 +150,15 @@ def customer_ltv(
             pl.lit(None, MONEY).alias("predicted_clv"),
         )
         .cast(OUTPUT_SCHEMA)
+    )
+
+
+def overflow_error(ids: list[str]) -> TerminalError:
+    """The error for customers whose total revenue does not fit numeric(18,2)."""
+    return TerminalError(
+        f"customer_ltv: the total revenue of customer(s) {', '.join(ids)} exceeds numeric(18,2) "
+        "(16 digits before the point). Hint: check order_items.csv for those customers' "
+        "quantities and prices; a value that large is almost always a unit error."
     )
 
 

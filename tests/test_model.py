@@ -577,6 +577,55 @@ def test_distinct_row_fit_matches_lifetimes_with_weights(lt: SimpleNamespace, da
     )
 
 
+def _histogram_of_parts(parts: int, seed: int, *columns: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+    """The rows cut into ``parts`` random parts, each counted (np.unique), concatenated, shuffled."""
+    rng = np.random.default_rng(seed)
+    part = rng.integers(0, parts, columns[0].size)
+    pieces = []
+    for j in range(parts):
+        rows, counts = np.unique(np.column_stack([c[part == j] for c in columns]), axis=0, return_counts=True)
+        pieces.append(np.column_stack([rows, counts]))
+    merged = np.concatenate(pieces)[rng.permutation(sum(p.shape[0] for p in pieces))]
+    return [merged[:, k] for k in range(merged.shape[1])]
+
+
+def test_weighted_distinct_rows_merge_histograms_into_the_customers_counts(daily: Rfm) -> None:
+    x, rec, t = daily.frequency, daily.recency, daily.T
+    want, _, want_counts = distinct.distinct_rows(x, rec, t)
+    hx, hrec, ht, hcount = _histogram_of_parts(5, 3, x, rec, t)
+    assert hx.size > want[0].size  # the parts share histories: the merge has work to do
+    got, _, counts = distinct.distinct_rows(hx, hrec, ht, weights=hcount)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(counts, want_counts)
+
+
+@pytest.mark.parametrize("parts", [1, 3, 8])
+def test_fits_on_merged_histograms_equal_the_fits_on_every_customer(daily: Rfm, parts: int) -> None:
+    d = daily
+    whole = fit_bgnbd(d.frequency, d.recency, d.T)
+    hx, hrec, ht, hcount = _histogram_of_parts(parts, parts, d.frequency, d.recency, d.T)
+    merged = fit_bgnbd(hx, hrec, ht, counts=hcount)
+    assert whole.params is not None and merged.params is not None
+    assert vars(merged.params) == pytest.approx(vars(whole.params), rel=1e-9, abs=0)
+    assert merged.diagnostics.n_customers == whole.diagnostics.n_customers == d.frequency.size
+    assert merged.diagnostics.n_distinct == whole.diagnostics.n_distinct
+    assert merged.diagnostics.log_likelihood == pytest.approx(whole.diagnostics.log_likelihood, rel=1e-12)
+    # Gamma-Gamma on every customer (the fit drops the non-repeat rows itself, counts included).
+    gg_whole = fit_gamma_gamma(d.frequency, d.monetary)
+    gx, gm, gcount = _histogram_of_parts(parts, parts + 1, d.frequency, d.monetary)
+    gg_merged = fit_gamma_gamma(gx, gm, counts=gcount)
+    assert gg_whole.params is not None and gg_merged.params is not None
+    assert vars(gg_merged.params) == pytest.approx(vars(gg_whole.params), rel=1e-9, abs=0)
+    assert gg_merged.diagnostics.n_customers == gg_whole.diagnostics.n_customers
+
+
+@pytest.mark.parametrize("counts", [[1.0, -1.0, 1.0], [1.0, 0.5, 2.0], [1.0, 0.0, 1.0], [1.0, 1.0]])
+def test_malformed_histogram_counts_raise_terminal_error(counts: list[float]) -> None:
+    with pytest.raises(TerminalError, match="counts"):
+        fit_bgnbd([0.0, 1.0, 2.0], [0.0, 3.0, 5.0], [10.0, 10.0, 10.0], counts=counts)
+
+
 # ----------------------------------------------------------- fit_and_predict glue
 
 

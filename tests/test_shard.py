@@ -29,7 +29,7 @@ from fastclv import shard, stage
 from fastclv.config import Settings
 from fastclv.errors import InputError
 from fastclv.extract import extract
-from fastclv.pipeline import staging_area
+from fastclv.pipeline import staging_area, transform_stage
 from fastclv.testing import generate
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample"
@@ -112,20 +112,41 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("workers", [1, 3, 8])
-def test_worker_processes_stage_exactly_the_unsharded_files(
+@pytest.mark.parametrize("workers", [2, 3, 8])  # shards 1 is the unsharded run itself
+def test_worker_processes_stage_and_fit_exactly_the_unsharded_run(
     generated: Path, tmp_path: Path, workers: int
 ) -> None:
     as_of = date(2025, 12, 31)
     expected = unsharded(generated, tmp_path / "u", as_of, 4)
-    settings_ = Settings(input=str(generated), staging=str(tmp_path / "s"), as_of=as_of, load=False)
+    whole = Settings(input=str(generated), staging=str(tmp_path / "u"), as_of=as_of, load=False)
+    whole_model = transform_stage(whole).model
+    settings_ = Settings(
+        input=str(generated), staging=str(tmp_path / "s"), as_of=as_of, load=False, shards=workers
+    )
     with staging_area(settings_) as area:
         area.prepare()
         counts = shard.run_local(settings_, workers=workers, range_bytes=4096, buckets=4, area=area)
-    assert counts == expected
-    assert all(int(c["rejected"]) > 0 for c in counts.values())  # dirty rows in every file
-    assert sum(int(c["duplicates_dropped"]) for c in counts.values()) > 0
-    assert_same_staged(tmp_path / "s" / as_of.isoformat(), tmp_path / "u" / as_of.isoformat())
+        assert counts == expected
+        assert all(int(c["rejected"]) > 0 for c in counts.values())  # dirty rows in every file
+        assert sum(int(c["duplicates_dropped"]) for c in counts.values()) > 0
+        assert_same_staged(tmp_path / "s" / as_of.isoformat(), tmp_path / "u" / as_of.isoformat())
+        # The transform by customer part: the same output file, row for row, and the same fit.
+        sharded_model = transform_stage(settings_, area=area).model
+    for fit in ("bgnbd", "gamma_gamma"):
+        params, want = sharded_model[fit]["params"], whole_model[fit]["params"]  # type: ignore[index]
+        assert want is not None, f"the unsharded {fit} fit is degenerate: the comparison would be empty"
+        assert params.keys() == want.keys()
+        for name, value in want.items():
+            assert params[name] == pytest.approx(value, rel=1e-9, abs=0), (fit, name)
+        for figure in ("n_customers", "n_distinct", "log_likelihood"):
+            assert sharded_model[fit][figure] == whole_model[fit][figure]  # type: ignore[index]
+    run = tmp_path / "s" / as_of.isoformat()
+    assert_frame_equal(
+        pl.read_parquet(run / stage.OUTPUT),
+        pl.read_parquet(tmp_path / "u" / as_of.isoformat() / stage.OUTPUT),
+        check_exact=True,
+    )
+    assert not (run / shard.SHARDS).exists() and not (run / shard.PARTS).exists()
 
 
 def test_a_quoted_field_over_lines_across_a_cut_is_scanned_again_from_its_record(

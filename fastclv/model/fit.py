@@ -145,6 +145,21 @@ def _check_rfm(frequency: FloatArray, recency: FloatArray, age: FloatArray) -> N
             )
 
 
+def _counts(counts: ArrayLike | None, rows: int) -> FloatArray | None:
+    """The rows' counts as float64 (None: one customer per row); raise on a malformed one."""
+    if counts is None:
+        return None
+    weights = _as_1d("counts", counts)
+    if weights.shape[0] != rows:
+        raise TerminalError(
+            f"model input 'counts' has {weights.shape[0]} values for {rows} rows. "
+            "Hint: pass one count per row of the histogram."
+        )
+    if not np.all(np.isfinite(weights) & (weights >= 1) & (weights == np.floor(weights))):
+        raise TerminalError("model input 'counts' holds a count below 1, fractional or not finite")
+    return weights
+
+
 # Every reason names its model, so that a run summary's reason reads on its own.
 _BG = "BG/NBD fit is degenerate: "
 _GG = "Gamma-Gamma fit is degenerate: "
@@ -171,6 +186,7 @@ def fit_bgnbd(
     T: ArrayLike,  # noqa: N803 - lifetimes' name, kept for comparability
     *,
     penalizer: float = 0.0,
+    counts: ArrayLike | None = None,
 ) -> BgNbdFit:
     """Fit the BG/NBD model by maximum likelihood on the distinct (x, t_x, T) histories.
 
@@ -190,17 +206,24 @@ def fit_bgnbd(
       off towards 0 or infinity, an optimiser that stops away from a stationary point,
       or a flat log-likelihood (several parameter vectors fit equally well).
 
+    ``counts`` (optional) says how many customers each row stands for: a histogram of
+    histories, such as the merged ones of a sharded run. The fit is then exactly the fit of
+    the customers it counts (the same distinct rows with the same counts, in the same order).
+
     Raises:
         TerminalError: if the arrays are malformed (different lengths, NaN, negative or
-            fractional frequency, recency > T, recency != 0 where frequency == 0).
+            fractional frequency, recency > T, recency != 0 where frequency == 0, a count
+            below 1 or not a whole number).
     """
     started = time.perf_counter()
     x = _as_1d("frequency", frequency)
     rec = _as_1d("recency", recency)
     t_obs = _as_1d("T", T)
-    n = _same_length(frequency=x, recency=rec, T=t_obs)
+    weights = _counts(counts, x.shape[0])
+    _same_length(frequency=x, recency=rec, T=t_obs)
     _check_rfm(x, rec, t_obs)
-    (ux, urec, u_age), _, counts = distinct_rows(x, rec, t_obs)
+    n = x.shape[0] if weights is None else int(weights.sum())
+    (ux, urec, u_age), _, counts = distinct_rows(x, rec, t_obs, weights=weights)
     k = ux.shape[0]
     if n == 0:
         return BgNbdFit(None, _failed_fit(f"{_BG}no customers to fit", 0, 0, started))
@@ -251,7 +274,11 @@ def fit_bgnbd(
 
 
 def fit_gamma_gamma(
-    frequency: ArrayLike, monetary_value: ArrayLike, *, penalizer: float = 0.0
+    frequency: ArrayLike,
+    monetary_value: ArrayLike,
+    *,
+    penalizer: float = 0.0,
+    counts: ArrayLike | None = None,
 ) -> GammaGammaFit:
     """Fit the Gamma-Gamma spend model on the distinct (frequency, monetary_value) rows.
 
@@ -263,7 +290,7 @@ def fit_gamma_gamma(
     usable, all usable rows are one distinct row or share one spend (no spend
     heterogeneity to measure), when ``q <= 1`` (the population mean spend
     ``p v / (q - 1)`` is not finite, so the expected spend is meaningless), or for the
-    optimum checks of :func:`fit_bgnbd`.
+    optimum checks of :func:`fit_bgnbd`. ``counts`` as in :func:`fit_bgnbd`.
 
     Raises:
         TerminalError: if the two arrays are not 1-D or differ in length.
@@ -271,12 +298,14 @@ def fit_gamma_gamma(
     started = time.perf_counter()
     x_all = _as_1d("frequency", frequency)
     m_all = _as_1d("monetary_value", monetary_value)
+    weights = _counts(counts, x_all.shape[0])
     _same_length(frequency=x_all, monetary_value=m_all)
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(x_all) & np.isfinite(m_all) & (x_all > 0) & (m_all > 0)
     x, m = x_all[usable], m_all[usable]
-    n = x.shape[0]
-    (ux, um), _, counts = distinct_rows(x, m)
+    weights = None if weights is None else weights[usable]
+    n = x.shape[0] if weights is None else int(weights.sum())
+    (ux, um), _, counts = distinct_rows(x, m, weights=weights)
     k = ux.shape[0]
     if n == 0:
         reason = "no repeat buyers with a positive monetary value to fit the spend model on"
@@ -348,14 +377,47 @@ def fit_and_predict(
     reason = "; ".join(reasons) if reasons else None
     if bg_fit.params is None:
         return ModelResult(bg_fit, gg_fit, None, reason)
+    predictions = predict(
+        bg_fit.params,
+        gg_fit.params,
+        x,
+        rec,
+        t_obs,
+        m,
+        horizon_months=horizon_months,
+        margin=margin,
+        discount_rate=discount_rate,
+    )
+    return ModelResult(bg_fit, gg_fit, predictions, reason)
 
+
+def predict(
+    bgnbd: BgNbdParams,
+    gamma_gamma: GammaGammaParams | None,
+    frequency: ArrayLike,
+    recency: ArrayLike,
+    T: ArrayLike,  # noqa: N803 - lifetimes' name, kept for comparability
+    monetary_value: ArrayLike,
+    *,
+    horizon_months: int = 12,
+    margin: float = 1.0,
+    discount_rate: float = 0.01,
+) -> Predictions:
+    """Every customer's predictions from fitted parameters (predicted_clv NaN without Gamma-Gamma).
+
+    Each customer's values depend on that customer's row and the parameters only, so the
+    customers can be predicted in any grouping (a sharded run predicts each part apart).
+    """
+    x = _as_1d("frequency", frequency)
+    rec = _as_1d("recency", recency)
+    t_obs = _as_1d("T", T)
+    m = _as_1d("monetary_value", monetary_value)
+    _same_length(frequency=x, recency=rec, T=t_obs, monetary_value=m)
     with np.errstate(all="ignore"):
-        alive = p_alive(bg_fit.params, x, rec, t_obs)
-        purchases, discounted = discounted_purchases(
-            bg_fit.params, x, rec, t_obs, horizon_months, discount_rate
-        )
-        if gg_fit.params is None:
+        alive = p_alive(bgnbd, x, rec, t_obs)
+        purchases, discounted = discounted_purchases(bgnbd, x, rec, t_obs, horizon_months, discount_rate)
+        if gamma_gamma is None:
             clv = np.full(x.shape[0], np.nan)
         else:
-            clv = margin * expected_spend(gg_fit.params, x, m) * discounted
-    return ModelResult(bg_fit, gg_fit, Predictions(alive, purchases, clv), reason)
+            clv = margin * expected_spend(gamma_gamma, x, m) * discounted
+    return Predictions(alive, purchases, clv)

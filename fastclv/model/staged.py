@@ -14,9 +14,31 @@ import polars as pl
 
 from fastclv import stage
 from fastclv.contract import MONEY, OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
-from fastclv.model.fit import fit_and_predict
+from fastclv.model.fit import (
+    ModelResult,
+    Predictions,
+    fit_and_predict,
+    fit_bgnbd,
+    fit_gamma_gamma,
+    predict,
+)
+from fastclv.model.params import BgNbdParams, GammaGammaParams
 
 log = logging.getLogger(__name__)
+
+
+def _rfm(history: Path | list[Path]) -> pl.DataFrame:
+    """The model's inputs: the RFM columns of the customers with orders, in the file's order."""
+    return (
+        pl.scan_parquet(history)
+        .filter(pl.col("orders_count") > 0)
+        .select("customer_id", "frequency", "recency_days", "t_days", "monetary_value")
+        .collect(engine="streaming")
+    )
+
+
+def _column(rfm: pl.DataFrame, name: str) -> np.ndarray:
+    return rfm[name].to_numpy().astype(np.float64)
 
 
 def predict_staged(
@@ -41,28 +63,113 @@ def predict_staged(
     Returns:
         :meth:`~fastclv.model.ModelResult.summary`, for the run summary.
     """
-    rfm = (
-        pl.scan_parquet(history)
-        .filter(pl.col("orders_count") > 0)
-        .select("customer_id", "frequency", "recency_days", "t_days", "monetary_value")
-        .collect(engine="streaming")
-    )
+    rfm = _rfm(history)
     result = fit_and_predict(
-        rfm["frequency"].to_numpy().astype(np.float64),
-        rfm["recency_days"].to_numpy().astype(np.float64),
-        rfm["t_days"].to_numpy().astype(np.float64),
-        rfm["monetary_value"].to_numpy().astype(np.float64),
+        _column(rfm, "frequency"),
+        _column(rfm, "recency_days"),
+        _column(rfm, "t_days"),
+        _column(rfm, "monetary_value"),
         horizon_months=horizon_months,
         margin=margin,
         discount_rate=discount_rate,
         penalizer=penalizer,
     )
-    info = result.summary()
     if result.reason:
         log.warning("predictive columns partly or wholly null: %s", result.reason)
+    _write_scored(history, rfm, result.predictions, output)
+    return result.summary()
+
+
+# -- the sharded model: histograms per part, one fit, predictions per part ---------------------
+
+#: The columns of the BG/NBD histogram (one row per distinct history, with its customers).
+BG_HISTOGRAM = ("frequency", "recency_days", "t_days")
+#: The columns of the Gamma-Gamma histogram (repeat buyers only).
+GG_HISTOGRAM = ("frequency", "monetary_value")
+
+
+def histograms(history: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The distinct model inputs of some customers with how many customers have each.
+
+    Two tables with a ``customers`` count: distinct (frequency, recency, T) of the customers with
+    orders, and distinct (frequency, monetary_value) of the repeat buyers. Histograms of disjoint
+    customer sets add up (:func:`fit_histograms`) to exactly the fit of their union.
+    """
+    rfm = pl.scan_parquet(history).filter(pl.col("orders_count") > 0)
+    count = pl.len().cast(pl.Int64).alias("customers")
+    bg = rfm.group_by(*BG_HISTOGRAM).agg(count)
+    gg = rfm.filter(pl.col("frequency") > 0).group_by(*GG_HISTOGRAM).agg(count)
+    bg_frame, gg_frame = pl.collect_all([bg, gg], engine="streaming")
+    return bg_frame, gg_frame
+
+
+def fit_histograms(bg: pl.DataFrame, gg: pl.DataFrame, *, penalizer: float) -> ModelResult:
+    """Both fits on merged histograms (:func:`histograms` of disjoint parts, concatenated).
+
+    The fits dedupe their rows again with the counts as weights, so they see the same distinct
+    rows with the same counts, in the same order, as a fit on every customer's row: the same
+    parameters. No predictions (:func:`score_staged` makes them, part by part).
+    """
+    bg_fit = fit_bgnbd(
+        _column(bg, "frequency"),
+        _column(bg, "recency_days"),
+        _column(bg, "t_days"),
+        penalizer=penalizer,
+        counts=_column(bg, "customers"),
+    )
+    gg_fit = fit_gamma_gamma(
+        _column(gg, "frequency"),
+        _column(gg, "monetary_value"),
+        penalizer=penalizer,
+        counts=_column(gg, "customers"),
+    )
+    reasons = [f.diagnostics.reason for f in (bg_fit, gg_fit) if f.diagnostics.reason]
+    return ModelResult(bg_fit, gg_fit, None, "; ".join(reasons) if reasons else None)
+
+
+def score_staged(
+    history: Path,
+    output: Path,
+    model: dict[str, object],
+    *,
+    horizon_months: int,
+    margin: float,
+    discount_rate: float,
+) -> int:
+    """Fill the predictive columns of some customers from a fitted model's summary; their count.
+
+    ``model`` is :meth:`~fastclv.model.ModelResult.summary` (a JSON value: a sharded run's
+    fit task passes it on). Writes ``output`` in the contract's output schema.
+    """
+    bg, gg = _params(model, "bgnbd"), _params(model, "gamma_gamma")
+    rfm = _rfm(history)
+    predictions = None
+    if bg is not None:
+        predictions = predict(
+            BgNbdParams(**bg),
+            None if gg is None else GammaGammaParams(**gg),
+            _column(rfm, "frequency"),
+            _column(rfm, "recency_days"),
+            _column(rfm, "t_days"),
+            _column(rfm, "monetary_value"),
+            horizon_months=horizon_months,
+            margin=margin,
+            discount_rate=discount_rate,
+        )
+    _write_scored(history, rfm, predictions, output)
+    return int(pl.scan_parquet(output).select(pl.len()).collect().item())
+
+
+def _params(model: dict[str, object], name: str) -> dict[str, float] | None:
+    fit = model.get(name)
+    params = fit.get("params") if isinstance(fit, dict) else None
+    return {str(k): float(v) for k, v in params.items()} if isinstance(params, dict) else None
+
+
+def _write_scored(history: Path, rfm: pl.DataFrame, preds: Predictions | None, output: Path) -> None:
+    """The history's rows with the predictive columns (null where there is no prediction)."""
     frame = pl.scan_parquet(history).drop(PREDICTIVE_COLUMNS)
-    if result.predictions is not None:
-        preds = result.predictions
+    if preds is not None:
         scored = pl.DataFrame(
             {
                 "customer_id": rfm["customer_id"],
@@ -82,4 +189,3 @@ def predict_staged(
     else:
         frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in PREDICTIVE_COLUMNS)
     stage.sink_parquet(frame.select(OUTPUT_SCHEMA.names()).cast(OUTPUT_SCHEMA), output)
-    return info

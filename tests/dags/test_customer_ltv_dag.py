@@ -33,6 +33,15 @@ DUE_DEC_31 = datetime(2025, 12, 31, 0, 5, tzinfo=UTC)  # covers 2025-12-30
 DUE_JAN_01 = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)  # covers 2025-12-31
 STAGES = ["begin", "extract", "transform", "verify", "load"]
 SHARD_TASKS = ["plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items"]
+SHARD_TRANSFORM_TASKS = ["parts", "history", "fit", "score"]
+#: The order edges of the DAG (the data edges from begin, stitch... come on top).
+EDGES = [
+    ("begin", "plan"), ("plan", "scan"), ("scan", "stitch"), ("stitch", "resolve_customers"),
+    ("resolve_customers", "resolve_orders"), ("resolve_orders", "resolve_items"),
+    ("resolve_items", "extract"), ("resolve_items", "parts"), ("parts", "history"), ("history", "fit"),
+    ("fit", "score"), ("score", "transform"), ("extract", "transform"), ("transform", "verify"),
+    ("verify", "load"), ("load", "finish"), ("finish", "report"),
+]  # fmt: skip
 PASSWORD = "Sup3r-Secret-Pw"  # the test server trusts 127.0.0.1, so any password works
 
 pytestmark = [
@@ -169,10 +178,14 @@ def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
 
     assert dagbag.import_errors == {}
     dag = dagbag.get_dag("customer_ltv")
-    tasks = [STAGES[0], *SHARD_TASKS, *STAGES[1:], "finish", "report"]
-    assert [t.task_id for t in dag.topological_sort()] == tasks
-    for upstream, downstream in itertools.pairwise(tasks):
-        assert downstream in dag.get_task(upstream).downstream_task_ids
+    tasks = [STAGES[0], *SHARD_TASKS, *SHARD_TRANSFORM_TASKS, *STAGES[1:], "finish", "report"]
+    order = [t.task_id for t in dag.topological_sort()]
+    assert sorted(order) == sorted(tasks)
+    for upstream, downstream in EDGES:
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+        assert order.index(upstream) < order.index(downstream)
+    # The part tasks read only what the resolves made: they run beside the extract's staging.
+    assert "parts" not in dag.get_task("extract").downstream_task_ids
     assert dag.get_task("finish").trigger_rule == "all_done"
     # The report runs whatever happened, and as a teardown its outcome never decides the run's.
     assert dag.get_task("report").is_teardown
@@ -300,20 +313,27 @@ def test_a_sharded_run_maps_its_tasks_and_loads_exactly_the_unsharded_rows(
     whole = _run(dag, DUE_DEC_31)
     assert whole.state == "success", _states(whole)
     skipped = {ti.task_id for ti in whole.get_task_instances() if ti.state == "skipped"}
-    assert skipped == set(SHARD_TASKS) - {"plan"}  # not sharded: the plan maps over nothing
+    # not sharded: the plan maps over nothing
+    assert skipped == set(SHARD_TASKS + SHARD_TRANSFORM_TASKS) - {"plan"}
     rows, ledger = _table(pg_uri, pg_schema), _ledger(pg_uri, pg_schema)
 
     sharded = _run(dag, DUE_DEC_31, shards=3)
     assert sharded.state == "success", _states(sharded)
     instances = sharded.get_task_instances()
     assert {ti.state for ti in instances} == {"success"}
-    mapped = {name: sorted(ti.map_index for ti in instances if ti.task_id == name) for name in SHARD_TASKS}
+    mapped = {
+        name: sorted(ti.map_index for ti in instances if ti.task_id == name)
+        for name in SHARD_TASKS + SHARD_TRANSFORM_TASKS
+    }
     assert mapped["scan"] == list(range(9))  # 3 byte ranges of each of the 3 files
     assert mapped["resolve_orders"] == mapped["resolve_items"] == [0]  # the sample is one bucket
+    assert mapped["history"] == mapped["score"] == [0, 1, 2]  # 3 customer parts
+    assert mapped["fit"] == [-1]  # one fit, on the merged histograms
     assert _table(pg_uri, pg_schema) == rows
     [*_, again] = _ledger(pg_uri, pg_schema)
     assert again[1:4] == ledger[0][1:4]  # status, output rows and counts of the unsharded run
     assert not (env / "2025-12-30" / "_shards").exists()
+    assert not (env / "2025-12-30" / "_parts").exists()
 
 
 def test_missing_column_fails_fast_leaves_table_and_alerts(

@@ -1,0 +1,359 @@
+"""The sharded plan's transform: per-customer history, one model fit and predictions, by part.
+
+The extract's order buckets (:mod:`fastclv.shard`) hold every order with its items, but a
+customer's orders are spread over every bucket. So each item bucket's task also makes the
+bucket's purchase days (:func:`days`): one row per (customer, day) with its orders, first and
+last order time and value, cut by customer into ``parts`` (the exchange). Then::
+
+    history  (per part)  the customers of one part: their days merged, the historical columns,
+                         and two histograms of the model's inputs (distinct rows with counts)
+    fit      (one task)  BG/NBD and Gamma-Gamma on the merged histograms: the model's summary
+    score    (per part)  the part's predictions from the fitted parameters
+    finish              the parts, in order, as customer_ltv.parquet; the holdout backtest
+
+A part is a range of customer rows (:func:`part_of`), so the parts in order are the customers in
+file order, and ``customer_ltv.parquet`` is the unsharded run's file row for row. The merged
+histograms hold the same distinct rows with the same counts as the customers' own rows, so the
+fit sees exactly the unsharded fit's data (:func:`fastclv.model.staged.fit_histograms`).
+
+Each history or score task holds about 1/parts of the customers; the fit holds the histograms
+(distinct histories: a few hundred thousand rows at a million customers). Still whole: the
+holdout backtest (``orders.parquet``, one task) and the cross-check (DuckDB, within
+``duckdb_memory_limit``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from fastclv import stage
+from fastclv.config import Settings
+from fastclv.contract import ORDER_ITEMS, ORDERS
+from fastclv.shard import PARTS, Plan, RangeScan, _bucket_files, _relative, pipeline_area
+from fastclv.transform import (
+    customer_ltv_from_days,
+    merge_days,
+    overflow_error,
+    overflowing_totals,
+    purchase_days,
+)
+
+log = logging.getLogger(__name__)
+
+#: What the extract leaves for the transform of a local sharded run (:func:`run_local`).
+HANDOFF = f"{PARTS}/plan.json"
+
+
+def customer_rows(scans: Iterable[RangeScan]) -> int:
+    """Records of customers.csv (the highest customer row number is at most this + 1)."""
+    return sum(s.rows for s in scans if s.file == "customers")
+
+
+def part_of(column: str, rows: int, parts: int) -> pl.Expr:
+    """The part of each customer row: ranges of rows, so parts in order are rows in order."""
+    return (pl.col(column).cast(pl.Int64) * parts // (rows + 2)).cast(pl.Int32)
+
+
+def _days_name(bucket: int, part: int) -> str:
+    return f"{PARTS}/days.b{bucket}.p{part}.arrow"
+
+
+def _part_names(part: int) -> dict[str, str]:
+    return {kind: f"{PARTS}/{kind}.p{part}.parquet" for kind in ("history", "bg", "gg", "output")}
+
+
+def _scan(path: Path) -> pl.LazyFrame:
+    return pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_ipc(path)
+
+
+# --------------------------------------------------------------------------- the tasks
+
+
+def days(
+    settings: Settings,
+    the_plan: Plan,
+    scans: Iterable[RangeScan],
+    bucket: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> int:
+    """The purchase days of one resolved order bucket, cut by customer part; their row count.
+
+    Runs after the bucket's items are resolved (it reads the bucket's valid orders and items).
+    """
+    rows = customer_rows(scans)
+    parts = the_plan.parts
+    with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        sources = [_bucket_files(staged, the_plan, spec.name, bucket).valid for spec in (ORDERS, ORDER_ITEMS)]
+        staged.fetch(*(_relative(staged, p) for p in sources))
+        frame = (
+            purchase_days(_scan(sources[0]), _scan(sources[1]), settings.as_of)
+            .with_columns(part_of("customer_row", rows, parts).alias("_part"))
+            .collect(engine="streaming")
+        )
+        by_part = {key[0]: df for key, df in frame.partition_by("_part", as_dict=True).items()}
+        empty = frame.clear().drop("_part")
+        (staged.local_dir() / PARTS).mkdir(parents=True, exist_ok=True)
+        names = []
+        for j in range(parts):
+            name = _days_name(bucket, j)
+            part = by_part.get(j)
+            stage.sink_ipc((empty if part is None else part.drop("_part")).lazy(), staged.path(name))
+            names.append(name)
+        staged.publish(*names)
+    return frame.height
+
+
+def history(
+    settings: Settings,
+    the_plan: Plan,
+    scans: Iterable[RangeScan],
+    part: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, Any]:
+    """The historical columns and model histograms of the customers of one part.
+
+    Returns the part's customer count and up to 5 ids of customers whose total revenue does not
+    fit numeric(18,2) (the fit task reports them, as the unsharded transform does).
+    """
+    rows, parts = customer_rows(scans), the_plan.parts
+    names = _part_names(part)
+    with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        inputs = ["customers.parquet", *(_days_name(k, part) for k in range(the_plan.buckets))]
+        staged.fetch(*inputs)
+        customers = pl.scan_parquet(staged.path("customers.parquet")).filter(
+            part_of("row", rows, parts) == part
+        )
+        partials = pl.scan_ipc([staged.path(n) for n in inputs[1:]])
+        out = staged.path(names["history"])
+        stage.sink_parquet(customer_ltv_from_days(customers, merge_days(partials), settings.as_of), out)
+        too_big = overflowing_totals(pl.scan_parquet(out)).head(5).collect()["customer_id"].to_list()
+        from fastclv.model.staged import histograms  # numpy: not at import
+
+        bg, gg = histograms(out)
+        stage.write_parquet(bg, staged.path(names["bg"]))
+        stage.write_parquet(gg, staged.path(names["gg"]))
+        customers_n = int(pl.scan_parquet(out).select(pl.len()).collect().item())
+        staged.publish(names["history"], names["bg"], names["gg"])
+    return {"part": part, "customers": customers_n, "too_big": too_big, "distinct": bg.height}
+
+
+def fit(
+    settings: Settings,
+    the_plan: Plan,
+    histories: Iterable[Mapping[str, Any]],
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, Any]:
+    """Both model fits on the merged histograms of every part: the model's summary (JSON).
+
+    Raises:
+        TerminalError: a customer's total revenue does not fit numeric(18,2) (the first five
+            such customers in file order, as the unsharded transform reports them).
+    """
+    done = sorted(histories, key=lambda h: int(h["part"]))
+    if [int(h["part"]) for h in done] != list(range(the_plan.parts)):
+        raise ValueError("fit: the histories are not every part of the plan")
+    too_big = [i for h in done for i in h["too_big"]][:5]
+    if too_big:
+        raise overflow_error(too_big)
+    t0 = time.perf_counter()
+    with pipeline_area(settings, area) as staged:
+        names = [_part_names(j) for j in range(the_plan.parts)]
+        staged.fetch(*(n[kind] for n in names for kind in ("bg", "gg")))
+        bg = pl.concat([pl.read_parquet(staged.path(n["bg"])) for n in names])
+        gg = pl.concat([pl.read_parquet(staged.path(n["gg"])) for n in names])
+    from fastclv.model.staged import fit_histograms
+
+    result = fit_histograms(bg, gg, penalizer=settings.penalizer)
+    if result.reason:
+        log.warning("predictive columns partly or wholly null: %s", result.reason)
+    log.info("fit: %d distinct histories in %.2f s", bg.height, time.perf_counter() - t0)
+    return {"model": result.summary(), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def score(
+    settings: Settings,
+    model: Mapping[str, Any],
+    part: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, Any]:
+    """The predictions of one part's customers from the fitted model (its output rows)."""
+    from fastclv.model.staged import score_staged
+
+    names = _part_names(part)
+    t0 = time.perf_counter()
+    with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        staged.fetch(names["history"])
+        rows = score_staged(
+            staged.path(names["history"]),
+            staged.path(names["output"]),
+            dict(model),
+            horizon_months=settings.horizon_months,
+            margin=settings.margin,
+            discount_rate=settings.discount_rate,
+        )
+        staged.publish(names["output"])
+    return {"part": part, "rows": rows, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def assemble(
+    settings: Settings,
+    the_plan: Plan,
+    scores: Iterable[Mapping[str, Any]],
+    *,
+    area: stage.StagingArea | None = None,
+) -> None:
+    """The parts' outputs, in part order, as the run's ``customer_ltv.parquet`` (published)."""
+    done = sorted(int(s["part"]) for s in scores)
+    if done != list(range(the_plan.parts)):
+        raise ValueError("assemble: the scores are not every part of the plan")
+    with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        names = [_part_names(j)["output"] for j in done]
+        staged.fetch(*names)
+        stage.sink_parquet(pl.scan_parquet([staged.path(n) for n in names]), staged.path(stage.OUTPUT))
+        staged.publish(stage.OUTPUT)
+
+
+def remove_work(settings: Settings, the_plan: Plan, *, area: stage.StagingArea | None = None) -> None:
+    """Drop the sharded transform's work files (the published objects too when remote)."""
+    with pipeline_area(settings, area) as staged:
+        if staged.remote:
+            names = [_days_name(k, j) for k in range(the_plan.buckets) for j in range(the_plan.parts)]
+            names += [n for j in range(the_plan.parts) for n in _part_names(j).values()]
+            staged.remove(*names, HANDOFF)
+        shutil.rmtree(staged.local_dir() / PARTS, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- one machine
+
+
+def write_handoff(
+    settings: Settings, the_plan: Plan, scans: Iterable[RangeScan], *, area: stage.StagingArea | None = None
+) -> None:
+    """What a local sharded transform needs from the extract: the plan and the stitched scans."""
+    with pipeline_area(settings, area) as staged:
+        staged.write_json(HANDOFF, {"plan": the_plan.as_dict(), "scans": [s.as_dict() for s in scans]})
+
+
+def run_local(
+    settings: Settings, *, workers: int, area: stage.StagingArea | None = None
+) -> tuple[dict[str, Any], float]:
+    """The sharded transform on this machine, in ``workers`` processes: the model and its seconds.
+
+    Needs the work files of a sharded extract of the same run (:func:`fastclv.shard.run_local`).
+    Leaves ``customer_ltv.parquet`` in the run folder, as the unsharded transform does.
+    """
+    from fastclv.shard import _init_worker
+
+    with pipeline_area(settings, area) as staged:
+        handoff = staged.read_json(HANDOFF)
+        the_plan = Plan.from_dict(handoff["plan"])
+        scans = [RangeScan.from_dict(s) for s in handoff["scans"]]
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")
+        t0 = time.perf_counter()
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
+        ) as pool:
+            jobs = [pool.submit(history, settings, the_plan, scans, j) for j in range(the_plan.parts)]
+            histories = [job.result() for job in jobs]
+            t1 = time.perf_counter()
+            fitted = fit(settings, the_plan, histories, area=staged)
+            t2 = time.perf_counter()
+            jobs = [pool.submit(score, settings, fitted["model"], j) for j in range(the_plan.parts)]
+            scores = [job.result() for job in jobs]
+        assemble(settings, the_plan, scores, area=staged)
+        remove_work(settings, the_plan, area=staged)
+    log.info(
+        "sharded transform in %d parts: histories %.1f s, fit %.1f s, scores and output %.1f s",
+        the_plan.parts, t1 - t0, t2 - t1, time.perf_counter() - t2,
+    )  # fmt: skip
+    return fitted["model"], round(time.perf_counter() - t1, 3)
+
+
+# --------------------------------------------------------------------------- JSON tasks
+
+
+def days_task(
+    settings: Settings,
+    planned: Mapping[str, Any],
+    scans: Iterable[Mapping[str, Any]],
+    bucket: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> int:
+    """:func:`days` of one bucket."""
+    stitched = [RangeScan.from_dict(s) for s in scans]
+    return days(settings, Plan.from_dict(planned), stitched, bucket, area=area)
+
+
+def history_task(
+    settings: Settings,
+    planned: Mapping[str, Any],
+    scans: Iterable[Mapping[str, Any]],
+    part: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, Any]:
+    """:func:`history` of one part."""
+    stitched = [RangeScan.from_dict(s) for s in scans]
+    return history(settings, Plan.from_dict(planned), stitched, part, area=area)
+
+
+def fit_task(
+    settings: Settings,
+    planned: Mapping[str, Any],
+    histories: Iterable[Mapping[str, Any]],
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, Any]:
+    """:func:`fit` on the mapped histories' results."""
+    return fit(settings, Plan.from_dict(planned), histories, area=area)
+
+
+def score_task(
+    settings: Settings, model: Mapping[str, Any], part: int, *, area: stage.StagingArea | None = None
+) -> dict[str, Any]:
+    """:func:`score` of one part."""
+    return score(settings, model, part, area=area)
+
+
+def finish_task(
+    settings: Settings,
+    planned: Mapping[str, Any],
+    scores: Iterable[Mapping[str, Any]],
+    *,
+    area: stage.StagingArea | None = None,
+) -> None:
+    """:func:`assemble` the output, then :func:`remove_work`."""
+    the_plan = Plan.from_dict(planned)
+    assemble(settings, the_plan, scores, area=area)
+    remove_work(settings, the_plan, area=area)
+
+
+__all__ = [
+    "HANDOFF",
+    "PARTS",
+    "assemble",
+    "customer_rows",
+    "days",
+    "fit",
+    "history",
+    "part_of",
+    "remove_work",
+    "run_local",
+    "score",
+]
