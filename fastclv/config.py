@@ -137,9 +137,10 @@ class Settings:
     shards: int = field(
         default=1,
         metadata=_doc(
-            "Byte ranges per input file for the sharded extract (1: one task scans each file; N: "
-            "`fastclv run` scans and resolves them in N worker processes, the Airflow DAG maps them "
-            "over its workers; the staged result is the same)."
+            "Shards of the sharded plan (1: not sharded). N: each input file is cut into N byte "
+            "ranges and the customers into N parts; `fastclv run` runs the extract's and the "
+            "transform's tasks in N worker processes, the Airflow DAG maps them over its workers, "
+            "and the load copies with up to N connections. The output is the same."
         ),
     )
     reject_rate_threshold: float = field(

@@ -31,10 +31,12 @@ leftover table from one that is still loading.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import secrets
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -86,6 +88,7 @@ def load_partition(
     lock_timeout_s: float = 10.0,
     run_id: str,
     storage_options: Mapping[str, str] | None = None,
+    streams: int = 1,
 ) -> LoadResult:
     """Replace the rows of ``as_of`` in ``schema.table`` by ``source``, atomically.
 
@@ -99,6 +102,9 @@ def load_partition(
         lock_timeout_s: how long the swap waits for locks before giving up (retryable).
         run_id: the run's id (names the staging table; recorded in its comment).
         storage_options: options for an object-storage ``source`` (see :mod:`fastclv.storage`).
+        streams: COPY streams into a new partition's staging table, each on its own connection
+            over its own row groups of a local ``source`` (1: one stream; a reload of a date
+            always copies in one stream, inside its one transaction).
 
     Raises:
         TransientError: connection trouble, lock timeout, deadlock: retry later.
@@ -115,7 +121,7 @@ def load_partition(
     except FastclvError:
         batches.close()
         raise
-    loader = _Loader(conn, names, as_of, lock_timeout_s, run_id, batches, pg_uri)
+    loader = _Loader(conn, names, as_of, lock_timeout_s, run_id, batches, pg_uri, streams=streams)
     failure: FastclvError | None = None
     succeeded = False
     try:
@@ -193,6 +199,9 @@ class _Batches:
         where: str,
         label: str,
         parquet: pq.ParquetFile | None = None,
+        *,
+        source: Path | None = None,
+        start: int = 0,
     ) -> None:
         self._batches = batches
         self._parquet = parquet
@@ -200,7 +209,11 @@ class _Batches:
         self._where = where
         self.label = label
         self.schema = output_arrow_schema()
-        self.rows = 0
+        #: The local file (None: an object, a URI or a reader): :meth:`split` can reopen it.
+        self._source = source
+        #: Rows before this stream's first one in the file (for the row numbers of errors).
+        self._start = start
+        self.rows = start
         self.error: Exception | None = None
 
     @classmethod
@@ -216,6 +229,7 @@ class _Batches:
             _check_columns(source.schema.names, "the given Arrow reader", where)
             return cls(iter(source), as_of, where, "the given Arrow reader")
         label = str(source)
+        local: Path | None = None
         try:
             if isinstance(source, str) and storage.is_remote(source):
                 parquet = pq.ParquetFile(storage.open_reader(source, storage_options))
@@ -226,6 +240,7 @@ class _Batches:
                 parquet = pq.ParquetFile(filesystem.open_input_file(path))
             else:
                 parquet = pq.ParquetFile(source)
+                local = Path(source)
         except (OSError, pa.ArrowException, storage.StoreError) as exc:
             raise LoadError(
                 f"cannot read the Parquet file {label} to load into {where}: {exc}. "
@@ -237,7 +252,37 @@ class _Batches:
             parquet.close(force=True)
             raise
         batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
-        return cls(batches, as_of, where, label, parquet)
+        return cls(batches, as_of, where, label, parquet, source=local)
+
+    def split(self, streams: int) -> list[_Batches]:
+        """The file as up to ``streams`` streams of consecutive row groups (for parallel COPYs).
+
+        ``[self]`` when it cannot be split: one stream wanted, one row group, or not a local file.
+        """
+        if streams < 2 or self._parquet is None or self._source is None:
+            return [self]
+        meta = self._parquet.metadata
+        groups = meta.num_row_groups
+        if groups < 2:
+            return [self]
+        streams = min(streams, groups)
+        cuts = [groups * k // streams for k in range(streams + 1)]
+        parts = []
+        for a, b in itertools.pairwise(cuts):
+            start = sum(meta.row_group(g).num_rows for g in range(a))
+            parquet = pq.ParquetFile(self._source)
+            batches = parquet.iter_batches(
+                batch_size=BATCH_ROWS, row_groups=list(range(a, b)), columns=list(OUTPUT_SCHEMA)
+            )
+            parts.append(
+                _Batches(batches, self._as_of.as_py(), self._where, self.label, parquet, start=start)
+            )
+        return parts
+
+    @property
+    def count(self) -> int:
+        """Rows this stream has passed on."""
+        return self.rows - self._start
 
     def close(self) -> None:
         """Close the Parquet file, if we opened one."""
@@ -341,6 +386,8 @@ class _Loader:
     run_id: str
     batches: _Batches
     pg_uri: str = field(repr=False)
+    #: COPY streams into a new partition's staging table (each on its own connection).
+    streams: int = 1
     phase: str = "preparing"
     staging_created: bool = False
     #: The partition the rows went into, and whether they replaced rows in place.
@@ -440,14 +487,40 @@ class _Loader:
         self.staging_created = True
 
     def _copy(self) -> None:
-        with self.conn.cursor() as cur:
-            cur.adbc_ingest(
-                self.names.staging,
-                self.batches.reader(),
-                mode="append",
-                db_schema_name=self.names.schema,
-            )
-        self.conn.commit()
+        parts = self.batches.split(self.streams)
+        if len(parts) == 1:
+            with self.conn.cursor() as cur:
+                cur.adbc_ingest(
+                    self.names.staging, self.batches.reader(), mode="append", db_schema_name=self.names.schema
+                )
+            self.conn.commit()
+            return
+        # Several streams, each COPYing its row groups on its own connection; the staging table
+        # is this connection's (created and committed; ours to drop if a stream fails).
+        try:
+            with ThreadPoolExecutor(len(parts), thread_name_prefix="fastclv-copy") as pool:
+                for done in [pool.submit(self._copy_part, part) for part in parts]:
+                    done.result()
+        finally:
+            for part in parts:
+                part.close()
+        self.batches.rows = sum(part.count for part in parts)
+
+    def _copy_part(self, part: _Batches) -> None:
+        """One stream of :meth:`_copy`, committed on a connection of its own."""
+        conn = connect(self.pg_uri, self.names.display)
+        try:
+            with conn.cursor() as cur:
+                cur.adbc_ingest(
+                    self.names.staging, part.reader(), mode="append", db_schema_name=self.names.schema
+                )
+            conn.commit()
+        except pg.Error:
+            if part.error is not None:  # the data, not the database: :meth:`explain` says which row
+                self.batches.error = part.error
+            raise
+        finally:
+            close(conn)
 
     def _add_key(self) -> None:
         n = self.names

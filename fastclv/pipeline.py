@@ -543,6 +543,7 @@ def load_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> 
             table=settings.table,
             lock_timeout_s=settings.lock_timeout_s,
             run_id=settings.run_id or "manual",
+            streams=settings.shards,
         )
     return {
         "table": result.table,

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import polars as pl
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -404,6 +405,38 @@ def test_money_that_does_not_fit_numeric_18_2_names_the_customer(
     with pytest.raises(LoadError, match=rf"total_revenue of customer 'a000007' is {why}, which does not fit"):
         load.load_partition(pg_uri, parquet(bad, tmp_path), D, schema=pg_schema, run_id="bad")
     assert_holds(pg_uri, pg_schema, before)
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+def test_parallel_copy_streams_load_every_row_group_once(pg_uri: str, pg_schema: str, tmp_path: Path) -> None:
+    frame = ltv_frame(D, 1000)
+    path = tmp_path / "groups.parquet"
+    frame.write_parquet(path, row_group_size=90)  # 12 row groups over 3 streams
+    assert pa.parquet.ParquetFile(path).metadata.num_row_groups == 12
+    with psycopg.connect(pg_uri) as conn:
+        before = conn.execute("SELECT count(*) FROM pg_stat_activity").fetchone()
+    done = load.load_partition(pg_uri, path, D, schema=pg_schema, run_id="streams", streams=3)
+    assert (done.rows, done.replaced_rows) == (1000, 0)
+    assert_holds(pg_uri, pg_schema, frame)
+    assert staging_tables(pg_uri, pg_schema) == []
+    with psycopg.connect(pg_uri) as conn:  # every stream's connection is closed
+        assert conn.execute("SELECT count(*) FROM pg_stat_activity").fetchone() == before
+
+
+def test_a_bad_row_in_one_copy_stream_names_its_row_and_changes_nothing(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    earlier = D - timedelta(days=1)  # another date: the bad load makes a new partition (streams)
+    good = ltv_frame(earlier, 10, tag="g")
+    load.load_partition(pg_uri, parquet(good, tmp_path), earlier, schema=pg_schema, run_id="ok")
+    bad = ltv_frame(D, 1000).with_columns(
+        as_of=pl.when(pl.col("customer_id") == "a000950").then(pl.lit(D1)).otherwise(pl.col("as_of"))
+    )
+    path = tmp_path / "bad.parquet"
+    bad.write_parquet(path, row_group_size=100)
+    with pytest.raises(LoadError, match=r"row 951 of .*bad\.parquet has as_of 2025-02-01"):
+        load.load_partition(pg_uri, path, D, schema=pg_schema, run_id="bad", streams=4)
+    assert_holds(pg_uri, pg_schema, good)
     assert staging_tables(pg_uri, pg_schema) == []
 
 
