@@ -606,7 +606,8 @@ def test_fits_on_merged_histograms_equal_the_fits_on_every_customer(daily: Rfm, 
     whole = fit_bgnbd(d.frequency, d.recency, d.T)
     hx, hrec, ht, hcount = _histogram_of_parts(parts, parts, d.frequency, d.recency, d.T)
     merged = fit_bgnbd(hx, hrec, ht, counts=hcount)
-    assert whole.params is not None and merged.params is not None
+    assert whole.params is not None
+    assert merged.params is not None
     assert vars(merged.params) == pytest.approx(vars(whole.params), rel=1e-9, abs=0)
     assert merged.diagnostics.n_customers == whole.diagnostics.n_customers == d.frequency.size
     assert merged.diagnostics.n_distinct == whole.diagnostics.n_distinct
@@ -615,7 +616,8 @@ def test_fits_on_merged_histograms_equal_the_fits_on_every_customer(daily: Rfm, 
     gg_whole = fit_gamma_gamma(d.frequency, d.monetary)
     gx, gm, gcount = _histogram_of_parts(parts, parts + 1, d.frequency, d.monetary)
     gg_merged = fit_gamma_gamma(gx, gm, counts=gcount)
-    assert gg_whole.params is not None and gg_merged.params is not None
+    assert gg_whole.params is not None
+    assert gg_merged.params is not None
     assert vars(gg_merged.params) == pytest.approx(vars(gg_whole.params), rel=1e-9, abs=0)
     assert gg_merged.diagnostics.n_customers == gg_whole.diagnostics.n_customers
 

@@ -146,7 +146,8 @@ def test_worker_processes_stage_and_fit_exactly_the_unsharded_run(
         pl.read_parquet(tmp_path / "u" / as_of.isoformat() / stage.OUTPUT),
         check_exact=True,
     )
-    assert not (run / shard.SHARDS).exists() and not (run / shard.PARTS).exists()
+    assert not (run / shard.SHARDS).exists()
+    assert not (run / shard.PARTS).exists()
 
 
 def test_a_quoted_field_over_lines_across_a_cut_is_scanned_again_from_its_record(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import itertools
 import json
 import shutil
 import socket
