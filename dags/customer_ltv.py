@@ -332,7 +332,8 @@ def history(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
 
 @task
 def fit(run: dict[str, Any], jobs: list[dict[str, Any]], histories: list[dict[str, Any]]) -> dict[str, Any]:
-    """BG/NBD and Gamma-Gamma on the merged histograms of every part: the model's summary."""
+    """BG/NBD and Gamma-Gamma on the merged histograms of every part (and the holdout backtest's
+    fit on the parts' calibration histograms): the models' summaries."""
     fitted = _shard("fit", run, jobs[0]["plan"], list(histories))
     return {"plan": jobs[0]["plan"], **fitted, "parts": [job["part"] for job in jobs]}
 
@@ -340,7 +341,7 @@ def fit(run: dict[str, Any], jobs: list[dict[str, Any]], histories: list[dict[st
 @task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
 def score(run: dict[str, Any], fitted: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     """One customer part's predictions from the fitted model."""
-    return _shard("score", run, fitted["model"], job["part"])
+    return _shard("score", run, fitted, job["part"])
 
 
 def _sharded_transform(run: Any, buckets: Any, items: Any) -> Any:
@@ -370,8 +371,7 @@ def _sharded_transform_results(ti: Any) -> dict[str, Any] | None:
     if not fitted:
         return None
     scores = ti.xcom_pull(task_ids=["score"], map_indexes=list(range(len(fitted["parts"]))))
-    seconds = fitted["seconds"]
-    return {"plan": fitted["plan"], "model": fitted["model"], "model_seconds": seconds, "scores": scores}
+    return {"fitted": fitted, "scores": scores}
 
 
 @dag(

@@ -22,12 +22,16 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from fastclv import stage
 from fastclv.contract import COUNTED_STATUS, as_of_cutoff
+
+if TYPE_CHECKING:
+    from fastclv.model.params import BgNbdParams
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,13 @@ class HoldoutResult:
         }
 
 
+def counted_days(orders: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
+    """(customer_row, day) of every counted order (completed, before the cutoff); UTC days."""
+    return orders.filter(
+        (pl.col("status") == COUNTED_STATUS) & (pl.col("order_ts") < as_of_cutoff(as_of))
+    ).select("customer_row", pl.col("order_ts").dt.date().alias("day"))
+
+
 def calibration_frame(
     customers: pl.LazyFrame, orders: pl.LazyFrame, as_of: date, holdout_days: int
 ) -> pl.LazyFrame:
@@ -109,15 +120,23 @@ def calibration_frame(
 
     ``orders`` are the staged orders (``customer_row``, ``order_ts``, ``status``); days are UTC days.
     """
+    return calibration_from_days(customers, counted_days(orders, as_of), as_of, holdout_days)
+
+
+def calibration_from_days(
+    customers: pl.LazyFrame, days: pl.LazyFrame, as_of: date, holdout_days: int
+) -> pl.LazyFrame:
+    """:func:`calibration_frame` from the counted purchase days (``customer_row``, ``day``).
+
+    A day may repeat (one row per order); the customers keep their order (the sharded plan
+    computes it per customer part, from the parts' purchase days).
+    """
     cal_end = as_of - timedelta(days=holdout_days)
-    counted = orders.filter(
-        (pl.col("status") == COUNTED_STATUS) & (pl.col("order_ts") < as_of_cutoff(as_of))
-    ).select("customer_row", pl.col("order_ts").dt.date().alias("day"))
     in_calibration = pl.col("day") <= pl.lit(cal_end)
     first = pl.col("day").filter(in_calibration).min()
     last = pl.col("day").filter(in_calibration).max()
     per_customer = (
-        counted.group_by("customer_row")
+        days.group_by("customer_row")
         .agg(
             (pl.col("day").filter(in_calibration).n_unique().cast(pl.Int32) - 1).alias("frequency_cal"),
             (last - first).dt.total_days().cast(pl.Int32).alias("recency_cal"),
@@ -151,39 +170,73 @@ def backtest(
     frame = calibration_frame(
         pl.scan_parquet(customers), pl.scan_parquet(orders), as_of, holdout_days
     ).collect(engine="streaming")
-
-    def skipped(reason: str) -> HoldoutResult:
-        log.warning("holdout backtest skipped: %s", reason)
-        return HoldoutResult("skipped", holdout_days, cal_end, reason, customers=frame.height)
-
-    if frame.height == 0:
-        return skipped(
-            f"no customer has a counted order on or before {cal_end.isoformat()} (D - {holdout_days})"
-        )
-    span = int(frame["t_cal"].to_numpy().max()) + 1  # days from the first purchase day through D - H
-    if span < holdout_days:
-        return skipped(
-            f"the calibration period (the first purchase day through {cal_end.isoformat()}) has {span} days, "
-            f"fewer than the {holdout_days}-day holdout"
-        )
+    span = int(frame["t_cal"].max()) + 1 if frame.height else 0  # type: ignore[arg-type]
+    if reason := too_little(frame.height, span, cal_end, holdout_days):
+        return skipped(reason, holdout_days, cal_end, frame.height)
     x, rec, age = (frame[c].to_numpy().astype(np.float64) for c in ("frequency_cal", "recency_cal", "t_cal"))
     fit = model.fit_bgnbd(x, rec, age, penalizer=penalizer)
     if fit.params is None:
-        return skipped(f"the calibration fit is degenerate: {fit.diagnostics.reason}")
-    predicted = model.expected_purchases(fit.params, float(holdout_days), x, rec, age)
+        reason = f"the calibration fit is degenerate: {fit.diagnostics.reason}"
+        return skipped(reason, holdout_days, cal_end, frame.height)
+    frame = predicted(frame, fit.params, holdout_days)
+    stage.write_parquet(frame, output)
+    return result_of(frame, holdout_days, cal_end, vars(fit.params), fit.diagnostics.log_likelihood)
+
+
+def too_little(customers: int, span: int, cal_end: date, holdout_days: int) -> str | None:
+    """Why there is too little history for the backtest (None: enough).
+
+    ``span``: days from the first calibration purchase day through D - H (max t_cal + 1).
+    """
+    if customers == 0:
+        return f"no customer has a counted order on or before {cal_end.isoformat()} (D - {holdout_days})"
+    if span < holdout_days:
+        return (
+            f"the calibration period (the first purchase day through {cal_end.isoformat()}) has {span} days, "
+            f"fewer than the {holdout_days}-day holdout"
+        )
+    return None
+
+
+def skipped(reason: str, holdout_days: int, cal_end: date, customers: int) -> HoldoutResult:
+    """The result of a backtest that did not run (logged)."""
+    log.warning("holdout backtest skipped: %s", reason)
+    return HoldoutResult("skipped", holdout_days, cal_end, reason, customers=customers)
+
+
+def predicted(frame: pl.DataFrame, params: BgNbdParams, holdout_days: int) -> pl.DataFrame:
+    """The calibration customers with their expected purchases in the holdout (the SCHEMA columns)."""
+    from fastclv import model
+
+    x, rec, age = (frame[c].to_numpy().astype(np.float64) for c in ("frequency_cal", "recency_cal", "t_cal"))
+    values = model.expected_purchases(params, float(holdout_days), x, rec, age)
+    frame = frame.with_columns(pl.Series("predicted_holdout", values, dtype=pl.Float64))
+    return frame.select(SCHEMA.names()).cast(SCHEMA)
+
+
+def result_of(
+    frame: pl.DataFrame,
+    holdout_days: int,
+    cal_end: date,
+    params: dict[str, float],
+    log_likelihood: float | None,
+) -> HoldoutResult:
+    """The figures of a backtest that ran, from its per-customer frame (:func:`predicted`).
+
+    The columns frequency_cal, actual_holdout and predicted_holdout are enough.
+    """
+    values = frame["predicted_holdout"].to_numpy()
     actual = frame["actual_holdout"].to_numpy()
-    frame = frame.with_columns(pl.Series("predicted_holdout", predicted, dtype=pl.Float64))
-    stage.write_parquet(frame.select(SCHEMA.names()).cast(SCHEMA), output)
     return HoldoutResult(
         "ran",
         holdout_days,
         cal_end,
         customers=frame.height,
         actual_total=int(actual.sum()),
-        predicted_total=float(predicted.sum()),
-        mean_absolute_error=float(np.abs(predicted - actual).mean()),
-        params={k: float(v) for k, v in vars(fit.params).items()},
-        log_likelihood=fit.diagnostics.log_likelihood,
+        predicted_total=float(values.sum()),
+        mean_absolute_error=float(np.abs(values - actual).mean()),
+        params={k: float(v) for k, v in params.items()},
+        log_likelihood=log_likelihood,
         calibration=calibration_table(frame),
     )
 

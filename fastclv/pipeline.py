@@ -421,10 +421,9 @@ def transform_stage(
 
     Reads the three validated inputs (fetched when an earlier process staged them);
     publishes ``customer_ltv.parquet``, and ``holdout.parquet`` when the holdout backtest ran.
-    With ``settings.shards`` > 1 the history and the model run by customer part
+    With ``settings.shards`` > 1 the history, the model and the backtest run by customer part
     (:mod:`fastclv.shard_transform`): in local worker processes, or, given ``sharded`` (the
-    scheduler's mapped tasks ran them: ``{"plan", "model", "model_seconds", "scores"}``), only
-    the output is assembled here.
+    scheduler's mapped tasks ran them: ``{"fitted", "scores"}``), only the output is assembled here.
     """
     with staging_area(settings, area) as staged:
         run_path = staged.local_dir()
@@ -432,14 +431,13 @@ def transform_stage(
             from fastclv import shard_transform
 
             if sharded is not None:
-                t0 = time.perf_counter()
-                shard_transform.finish_task(settings, sharded["plan"], sharded["scores"], area=staged)
-                model = dict(sharded["model"])
-                model_seconds = float(sharded["model_seconds"]) + time.perf_counter() - t0
-            else:
-                model, model_seconds = shard_transform.run_local(
-                    settings, workers=settings.shards, area=staged
+                done = shard_transform.finish_task(
+                    settings, sharded["fitted"], sharded["scores"], area=staged
                 )
+            else:
+                done = shard_transform.run_local(settings, workers=settings.shards, area=staged)
+            model, model_seconds = done.model, done.model_seconds
+            backtest, holdout_seconds = done.holdout, done.holdout_seconds
         else:
             model, model_seconds = _transform_whole(settings, staged)
         t0 = time.perf_counter()
@@ -454,21 +452,21 @@ def transform_stage(
             .row(0)
         )
         model_seconds = round(model_seconds + time.perf_counter() - t0, 3)
-        t0 = time.perf_counter()
-        from fastclv import holdout
+        if settings.shards <= 1:
+            t0 = time.perf_counter()
+            from fastclv import holdout
 
-        staged.fetch("customers.parquet", "orders.parquet")
-        backtest = holdout.backtest(
-            run_path / "customers.parquet",
-            run_path / "orders.parquet",
-            settings.as_of,
-            settings.holdout_days,
-            run_path / holdout.HOLDOUT,
-            penalizer=settings.penalizer,
-        )
-        if backtest.status == "ran":
-            staged.publish(holdout.HOLDOUT)
-        holdout_seconds = round(time.perf_counter() - t0, 3)
+            backtest = holdout.backtest(
+                run_path / "customers.parquet",
+                run_path / "orders.parquet",
+                settings.as_of,
+                settings.holdout_days,
+                run_path / holdout.HOLDOUT,
+                penalizer=settings.penalizer,
+            )
+            if backtest.status == "ran":
+                staged.publish(holdout.HOLDOUT)
+            holdout_seconds = round(time.perf_counter() - t0, 3)
     total = float(clv_total) if predicted and clv_total is not None else None
     return TransformResult(int(rows), model, model_seconds, total, backtest.as_dict(), holdout_seconds)
 

@@ -31,12 +31,15 @@ import shutil
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from fastclv import stage
+from fastclv import holdout, stage
 from fastclv.config import Settings
 from fastclv.contract import ORDER_ITEMS, ORDERS
 from fastclv.shard import PARTS, Plan, RangeScan, _bucket_files, _relative, pipeline_area
@@ -69,7 +72,8 @@ def _days_name(bucket: int, part: int) -> str:
 
 
 def _part_names(part: int) -> dict[str, str]:
-    return {kind: f"{PARTS}/{kind}.p{part}.parquet" for kind in ("history", "bg", "gg", "output")}
+    kinds = ("history", "bg", "gg", "output", "calibration", "calibration_bg", "holdout")
+    return {kind: f"{PARTS}/{kind}.p{part}.parquet" for kind in kinds}
 
 
 def _scan(path: Path) -> pl.LazyFrame:
@@ -146,7 +150,44 @@ def history(
         stage.write_parquet(gg, staged.path(names["gg"]))
         customers_n = int(pl.scan_parquet(out).select(pl.len()).collect().item())
         staged.publish(names["history"], names["bg"], names["gg"])
-    return {"part": part, "customers": customers_n, "too_big": too_big, "distinct": bg.height}
+        backtest = None
+        if settings.holdout_days > 0:
+            backtest = _calibration(settings, staged, customers, merge_days(partials), names)
+    return {
+        "part": part,
+        "customers": customers_n,
+        "too_big": too_big,
+        "distinct": bg.height,
+        "holdout": backtest,
+    }
+
+
+def _calibration(
+    settings: Settings,
+    staged: stage.StagingArea,
+    customers: pl.LazyFrame,
+    days: pl.LazyFrame,
+    names: dict[str, str],
+) -> dict[str, int]:
+    """The part's calibration customers of the holdout backtest and their histogram."""
+    frame = holdout.calibration_from_days(customers, days, settings.as_of, settings.holdout_days)
+    stage.sink_parquet(frame, staged.path(names["calibration"]))
+    cal = pl.scan_parquet(staged.path(names["calibration"]))
+    histogram, figures = pl.collect_all(
+        [
+            cal.group_by(*_CALIBRATION).agg(pl.len().cast(pl.Int64).alias("customers")),
+            cal.select(pl.len().alias("customers"), (pl.col("t_cal").max() + 1).fill_null(0).alias("span")),
+        ],
+        engine="streaming",
+    )
+    stage.write_parquet(histogram, staged.path(names["calibration_bg"]))
+    staged.publish(names["calibration"], names["calibration_bg"])
+    customers_n, span = figures.row(0)
+    return {"customers": int(customers_n), "span": int(span)}
+
+
+#: The calibration history of the holdout backtest (its histogram's columns).
+_CALIBRATION = ("frequency_cal", "recency_cal", "t_cal")
 
 
 def fit(
@@ -180,7 +221,52 @@ def fit(
     if result.reason:
         log.warning("predictive columns partly or wholly null: %s", result.reason)
     log.info("fit: %d distinct histories in %.2f s", bg.height, time.perf_counter() - t0)
-    return {"model": result.summary(), "seconds": round(time.perf_counter() - t0, 3)}
+    seconds = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    backtest = _holdout_fit(settings, the_plan, [h["holdout"] for h in done], area)
+    return {
+        "model": result.summary(),
+        "seconds": seconds,
+        "holdout": backtest,
+        "holdout_seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _holdout_fit(
+    settings: Settings,
+    the_plan: Plan,
+    parts: list[Mapping[str, Any] | None],
+    area: stage.StagingArea | None,
+) -> dict[str, Any]:
+    """The holdout backtest's fit on the parts' calibration histograms (or why it is skipped)."""
+    days = settings.holdout_days
+    if days <= 0:
+        return {"status": "off"}
+    customers = sum(int(p["customers"]) for p in parts if p)
+    span = max((int(p["span"]) for p in parts if p), default=0)
+    cal_end = settings.as_of - timedelta(days=days)
+    if reason := holdout.too_little(customers, span, cal_end, days):
+        return {"status": "skipped", "reason": reason, "customers": customers}
+    with pipeline_area(settings, area) as staged:
+        names = [_part_names(j)["calibration_bg"] for j in range(the_plan.parts)]
+        staged.fetch(*names)
+        histogram = pl.concat([pl.read_parquet(staged.path(n)) for n in names])
+    from fastclv.model import fit_bgnbd
+
+    fitted = fit_bgnbd(
+        *(histogram[c].to_numpy().astype(np.float64) for c in _CALIBRATION),
+        penalizer=settings.penalizer,
+        counts=histogram["customers"].to_numpy().astype(np.float64),
+    )
+    if fitted.params is None:
+        reason = f"the calibration fit is degenerate: {fitted.diagnostics.reason}"
+        return {"status": "skipped", "reason": reason, "customers": customers}
+    return {
+        "status": "fit",
+        "customers": customers,
+        "params": asdict(fitted.params),
+        "log_likelihood": fitted.diagnostics.log_likelihood,
+    }
 
 
 def score(
@@ -188,9 +274,13 @@ def score(
     model: Mapping[str, Any],
     part: int,
     *,
+    backtest: Mapping[str, Any] | None = None,
     area: stage.StagingArea | None = None,
 ) -> dict[str, Any]:
-    """The predictions of one part's customers from the fitted model (its output rows)."""
+    """The predictions of one part's customers from the fitted model (its output rows).
+
+    With ``backtest`` (the fit's holdout result) fitted, also the part's holdout predictions.
+    """
     from fastclv.model.staged import score_staged
 
     names = _part_names(part)
@@ -206,6 +296,16 @@ def score(
             discount_rate=settings.discount_rate,
         )
         staged.publish(names["output"])
+        if backtest is not None and backtest.get("status") == "fit":
+            from fastclv.model import BgNbdParams
+
+            staged.fetch(names["calibration"])
+            frame = pl.read_parquet(staged.path(names["calibration"]))
+            params = BgNbdParams(**backtest["params"])
+            stage.write_parquet(
+                holdout.predicted(frame, params, settings.holdout_days), staged.path(names["holdout"])
+            )
+            staged.publish(names["holdout"])
     return {"part": part, "rows": rows, "seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -213,10 +313,14 @@ def assemble(
     settings: Settings,
     the_plan: Plan,
     scores: Iterable[Mapping[str, Any]],
+    backtest: Mapping[str, Any],
     *,
     area: stage.StagingArea | None = None,
-) -> None:
-    """The parts' outputs, in part order, as the run's ``customer_ltv.parquet`` (published)."""
+) -> holdout.HoldoutResult:
+    """The parts' outputs, in part order, as the run's ``customer_ltv.parquet`` (published).
+
+    The holdout backtest's ``holdout.parquet`` likewise; returns the backtest's figures.
+    """
     done = sorted(int(s["part"]) for s in scores)
     if done != list(range(the_plan.parts)):
         raise ValueError("assemble: the scores are not every part of the plan")
@@ -225,6 +329,26 @@ def assemble(
         staged.fetch(*names)
         stage.sink_parquet(pl.scan_parquet([staged.path(n) for n in names]), staged.path(stage.OUTPUT))
         staged.publish(stage.OUTPUT)
+        return _holdout_result(settings, staged, done, backtest)
+
+
+def _holdout_result(
+    settings: Settings, staged: stage.StagingArea, parts: list[int], backtest: Mapping[str, Any]
+) -> holdout.HoldoutResult:
+    """The holdout figures, from the parts' holdout predictions (in order: the unsharded sums)."""
+    days = settings.holdout_days
+    cal_end = settings.as_of - timedelta(days=days)
+    if backtest["status"] == "off":
+        return holdout.HoldoutResult("off", days, reason="holdout_days is 0")
+    if backtest["status"] == "skipped":
+        return holdout.skipped(str(backtest["reason"]), days, cal_end, int(backtest["customers"]))
+    names = [_part_names(j)["holdout"] for j in parts]
+    staged.fetch(*names)
+    out = staged.path(holdout.HOLDOUT)
+    stage.sink_parquet(pl.scan_parquet([staged.path(n) for n in names]), out)
+    staged.publish(holdout.HOLDOUT)
+    figures = pl.read_parquet(out, columns=["frequency_cal", "actual_holdout", "predicted_holdout"])
+    return holdout.result_of(figures, days, cal_end, dict(backtest["params"]), backtest["log_likelihood"])
 
 
 def remove_work(settings: Settings, the_plan: Plan, *, area: stage.StagingArea | None = None) -> None:
@@ -248,10 +372,8 @@ def write_handoff(
         staged.write_json(HANDOFF, {"plan": the_plan.as_dict(), "scans": [s.as_dict() for s in scans]})
 
 
-def run_local(
-    settings: Settings, *, workers: int, area: stage.StagingArea | None = None
-) -> tuple[dict[str, Any], float]:
-    """The sharded transform on this machine, in ``workers`` processes: the model and its seconds.
+def run_local(settings: Settings, *, workers: int, area: stage.StagingArea | None = None) -> Transformed:
+    """The sharded transform on this machine, in ``workers`` processes.
 
     Needs the work files of a sharded extract of the same run (:func:`fastclv.shard.run_local`).
     Leaves ``customer_ltv.parquet`` in the run folder, as the unsharded transform does.
@@ -273,15 +395,29 @@ def run_local(
             t1 = time.perf_counter()
             fitted = fit(settings, the_plan, histories, area=staged)
             t2 = time.perf_counter()
-            jobs = [pool.submit(score, settings, fitted["model"], j) for j in range(the_plan.parts)]
+            backtest = fitted["holdout"]
+            jobs = [
+                pool.submit(score, settings, fitted["model"], j, backtest=backtest)
+                for j in range(the_plan.parts)
+            ]
             scores = [job.result() for job in jobs]
-        assemble(settings, the_plan, scores, area=staged)
+        result = assemble(settings, the_plan, scores, backtest, area=staged)
         remove_work(settings, the_plan, area=staged)
     log.info(
         "sharded transform in %d parts: histories %.1f s, fit %.1f s, scores and output %.1f s",
         the_plan.parts, t1 - t0, t2 - t1, time.perf_counter() - t2,
     )  # fmt: skip
-    return fitted["model"], round(time.perf_counter() - t1, 3)
+    return Transformed(fitted["model"], round(time.perf_counter() - t1, 3), result, fitted["holdout_seconds"])
+
+
+@dataclass(frozen=True)
+class Transformed:
+    """What the sharded transform made: the model's summary, the holdout backtest, their seconds."""
+
+    model: dict[str, Any]
+    model_seconds: float
+    holdout: holdout.HoldoutResult
+    holdout_seconds: float
 
 
 # --------------------------------------------------------------------------- JSON tasks
@@ -325,23 +461,29 @@ def fit_task(
 
 
 def score_task(
-    settings: Settings, model: Mapping[str, Any], part: int, *, area: stage.StagingArea | None = None
+    settings: Settings, fitted: Mapping[str, Any], part: int, *, area: stage.StagingArea | None = None
 ) -> dict[str, Any]:
-    """:func:`score` of one part."""
-    return score(settings, model, part, area=area)
+    """:func:`score` of one part (``fitted``: :func:`fit`'s result)."""
+    return score(settings, fitted["model"], part, backtest=fitted["holdout"], area=area)
 
 
 def finish_task(
     settings: Settings,
-    planned: Mapping[str, Any],
+    fitted: Mapping[str, Any],
     scores: Iterable[Mapping[str, Any]],
     *,
     area: stage.StagingArea | None = None,
-) -> None:
-    """:func:`assemble` the output, then :func:`remove_work`."""
-    the_plan = Plan.from_dict(planned)
-    assemble(settings, the_plan, scores, area=area)
+) -> Transformed:
+    """:func:`assemble` the output, then :func:`remove_work`.
+
+    ``fitted`` is the fit task's result, with the plan.
+    """
+    the_plan = Plan.from_dict(fitted["plan"])
+    t0 = time.perf_counter()
+    result = assemble(settings, the_plan, scores, fitted["holdout"], area=area)
     remove_work(settings, the_plan, area=area)
+    seconds = float(fitted["seconds"]) + time.perf_counter() - t0
+    return Transformed(dict(fitted["model"]), round(seconds, 3), result, float(fitted["holdout_seconds"]))
 
 
 __all__ = [

@@ -298,7 +298,10 @@ def test_failed_run_leaves_the_table_as_it_was_and_is_recorded(
     assert "unit_price" in runs["error"][1]
 
 
-def test_a_total_beyond_numeric_18_2_is_a_clear_error_naming_the_customer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shards", [1, 2])  # 2: the check is made per customer part, then reported
+def test_a_total_beyond_numeric_18_2_is_a_clear_error_naming_the_customer(
+    tmp_path: Path, shards: int
+) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "customers.csv").write_text(
@@ -312,7 +315,15 @@ def test_a_total_beyond_numeric_18_2_is_a_clear_error_naming_the_customer(tmp_pa
     from fastclv.errors import TerminalError
 
     with pytest.raises(TerminalError, match=r"customer\(s\) big exceeds numeric\(18,2\)"):
-        run(Settings(input=str(folder), staging=str(tmp_path / "s"), as_of=date(2024, 1, 31), load=False))
+        run(
+            Settings(
+                input=str(folder),
+                staging=str(tmp_path / "s"),
+                as_of=date(2024, 1, 31),
+                load=False,
+                shards=shards,
+            )
+        )
     summary = json.loads((tmp_path / "s" / "2024-01-31" / stage.SUMMARY).read_text())
     assert summary["status"] == "failed"
     assert "big" in summary["error"]

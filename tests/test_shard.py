@@ -119,7 +119,8 @@ def test_worker_processes_stage_and_fit_exactly_the_unsharded_run(
     as_of = date(2025, 12, 31)
     expected = unsharded(generated, tmp_path / "u", as_of, 4)
     whole = Settings(input=str(generated), staging=str(tmp_path / "u"), as_of=as_of, load=False)
-    whole_model = transform_stage(whole).model
+    whole_done = transform_stage(whole)
+    whole_model = whole_done.model
     settings_ = Settings(
         input=str(generated), staging=str(tmp_path / "s"), as_of=as_of, load=False, shards=workers
     )
@@ -131,7 +132,8 @@ def test_worker_processes_stage_and_fit_exactly_the_unsharded_run(
         assert sum(int(c["duplicates_dropped"]) for c in counts.values()) > 0
         assert_same_staged(tmp_path / "s" / as_of.isoformat(), tmp_path / "u" / as_of.isoformat())
         # The transform by customer part: the same output file, row for row, and the same fit.
-        sharded_model = transform_stage(settings_, area=area).model
+        sharded_done = transform_stage(settings_, area=area)
+        sharded_model = sharded_done.model
     for fit in ("bgnbd", "gamma_gamma"):
         params, want = sharded_model[fit]["params"], whole_model[fit]["params"]  # type: ignore[index]
         assert want is not None, f"the unsharded {fit} fit is degenerate: the comparison would be empty"
@@ -141,11 +143,16 @@ def test_worker_processes_stage_and_fit_exactly_the_unsharded_run(
         for figure in ("n_customers", "n_distinct", "log_likelihood"):
             assert sharded_model[fit][figure] == whole_model[fit][figure]  # type: ignore[index]
     run = tmp_path / "s" / as_of.isoformat()
-    assert_frame_equal(
-        pl.read_parquet(run / stage.OUTPUT),
-        pl.read_parquet(tmp_path / "u" / as_of.isoformat() / stage.OUTPUT),
-        check_exact=True,
-    )
+    for name in (stage.OUTPUT, "holdout.parquet"):
+        assert_frame_equal(
+            pl.read_parquet(run / name),
+            pl.read_parquet(tmp_path / "u" / as_of.isoformat() / name),
+            check_exact=True,
+        )
+    # The holdout backtest by part: its fit on the merged calibration histograms, the same figures.
+    assert whole_done.holdout is not None
+    assert whole_done.holdout["status"] == "ran"
+    assert sharded_done.holdout == whole_done.holdout
     assert not (run / shard.SHARDS).exists()
     assert not (run / shard.PARTS).exists()
 
