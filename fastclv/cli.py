@@ -177,7 +177,8 @@ def run(
         int | None,
         typer.Option(
             "--shards",
-            help="Run the extract as the sharded plan in N worker processes [env FASTCLV_SHARDS, default 1].",
+            help="Run the sharded plan (extract, history, model, backtest by shard) in N worker processes "
+            "[env FASTCLV_SHARDS, default 1].",
         ),
     ] = None,
     storage_option: StorageOptions = None,

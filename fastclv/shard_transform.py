@@ -6,20 +6,24 @@ bucket's purchase days (:func:`days`): one row per (customer, day) with its orde
 last order time and value, cut by customer into ``parts`` (the exchange). Then::
 
     history  (per part)  the customers of one part: their days merged, the historical columns,
-                         and two histograms of the model's inputs (distinct rows with counts)
-    fit      (one task)  BG/NBD and Gamma-Gamma on the merged histograms: the model's summary
-    score    (per part)  the part's predictions from the fitted parameters
-    finish              the parts, in order, as customer_ltv.parquet; the holdout backtest
+                         two histograms of the model's inputs (distinct rows with counts), and
+                         the part's calibration customers of the holdout backtest with theirs
+    fit      (one task)  BG/NBD and Gamma-Gamma on the merged histograms, and the backtest's
+                         BG/NBD on the merged calibration histograms: the models' summaries
+    score    (per part)  the part's predictions (and holdout predictions) from those parameters
+    assemble            the parts, in order, as customer_ltv.parquet and holdout.parquet
 
 A part is a range of customer rows (:func:`part_of`), so the parts in order are the customers in
 file order, and ``customer_ltv.parquet`` is the unsharded run's file row for row. The merged
 histograms hold the same distinct rows with the same counts as the customers' own rows, so the
-fit sees exactly the unsharded fit's data (:func:`fastclv.model.staged.fit_histograms`).
+fits see exactly the unsharded fits' data (:func:`fastclv.model.staged.fit_histograms`), and
+the backtest's figures, summed over the assembled file in the unsharded order, are the same too.
 
 Each history or score task holds about 1/parts of the customers; the fit holds the histograms
-(distinct histories: a few hundred thousand rows at a million customers). Still whole: the
-holdout backtest (``orders.parquet``, one task) and the cross-check (DuckDB, within
-``duckdb_memory_limit``).
+(distinct histories: a few hundred thousand rows at a million customers); the assemble step
+streams, then reads three columns of the calibration customers (16 bytes each) for the
+backtest's figures. Still whole: the cross-check (DuckDB, within ``duckdb_memory_limit``) and
+the load (streamed).
 """
 
 from __future__ import annotations
