@@ -427,19 +427,6 @@ class Transformed:
 # --------------------------------------------------------------------------- JSON tasks
 
 
-def days_task(
-    settings: Settings,
-    planned: Mapping[str, Any],
-    scans: Iterable[Mapping[str, Any]],
-    bucket: int,
-    *,
-    area: stage.StagingArea | None = None,
-) -> int:
-    """:func:`days` of one bucket."""
-    stitched = [RangeScan.from_dict(s) for s in scans]
-    return days(settings, Plan.from_dict(planned), stitched, bucket, area=area)
-
-
 def history_task(
     settings: Settings,
     planned: Mapping[str, Any],

@@ -37,6 +37,11 @@ def _rfm(history: Path | list[Path]) -> pl.DataFrame:
     )
 
 
+def _rfm_arrays(rfm: pl.DataFrame) -> list[np.ndarray]:
+    """frequency, recency, T and monetary_value as float64 arrays (the model's inputs, in order)."""
+    return [_column(rfm, c) for c in ("frequency", "recency_days", "t_days", "monetary_value")]
+
+
 def _column(rfm: pl.DataFrame, name: str) -> np.ndarray:
     return rfm[name].to_numpy().astype(np.float64)
 
@@ -65,10 +70,7 @@ def predict_staged(
     """
     rfm = _rfm(history)
     result = fit_and_predict(
-        _column(rfm, "frequency"),
-        _column(rfm, "recency_days"),
-        _column(rfm, "t_days"),
-        _column(rfm, "monetary_value"),
+        *_rfm_arrays(rfm),
         horizon_months=horizon_months,
         margin=margin,
         discount_rate=discount_rate,
@@ -148,10 +150,7 @@ def score_staged(
         predictions = predict(
             BgNbdParams(**bg),
             None if gg is None else GammaGammaParams(**gg),
-            _column(rfm, "frequency"),
-            _column(rfm, "recency_days"),
-            _column(rfm, "t_days"),
-            _column(rfm, "monetary_value"),
+            *_rfm_arrays(rfm),
             horizon_months=horizon_months,
             margin=margin,
             discount_rate=discount_rate,
