@@ -5,8 +5,8 @@ fails the DagRun when a stage failed); the run due at D+1 00:05 UTC covers D. Wi
 param (or FASTCLV_SHARDS) above 1 the extract is the sharded plan, mapped over the workers
 (plan -> scan[range] -> stitch -> resolve_customers -> resolve_orders[bucket] ->
 resolve_items[bucket] -> extract, which stages) and so is the transform (parts -> history[part] -> fit
--> score[part] -> transform, which assembles the output); with 1 those tasks map over nothing
-(skipped). Settings: DAG
+-> score[part] -> transform, which assembles the output) and the cross-check (verify_part[part]
+-> verify, which concludes); with 1 those tasks map over nothing (skipped). Settings: DAG
 params, else FASTCLV_* variables (one per Settings field), else defaults; resolved by begin,
 they travel without secrets, which each task adds from the connections fastclv_postgres,
 fastclv_storage (optional) and fastclv_alert_webhook (optional: the URL as its password, masked).
@@ -45,8 +45,10 @@ STAGES = ("begin", "extract", "transform", "verify", "load")
 #: The sharded plan's tasks (skipped when the run is not sharded): the extract's, then the transform's.
 SHARD_TASKS = ("plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items")
 SHARD_TRANSFORM_TASKS = ("parts", "history", "fit", "score")
+SHARD_VERIFY_TASKS = ("verify_part",)
 #: Every task of a run before finish, in run order (finish reports the first that failed).
-RUN_ORDER = ("begin", *SHARD_TASKS, "extract", *SHARD_TRANSFORM_TASKS, "transform", "verify", "load")
+RUN_ORDER = ("begin", *SHARD_TASKS, "extract", *SHARD_TRANSFORM_TASKS, "transform", *SHARD_VERIFY_TASKS,
+             "verify", "load")  # fmt: skip
 #: Mapped task instances of one run that run at once (each holds about 1/N of the data).
 MAX_PARALLEL_SHARDS = int(os.environ.get("FASTCLV_MAX_PARALLEL_SHARDS") or 16)
 #: Seconds before a failed task's first retry (doubling up to 30 minutes).
@@ -237,7 +239,7 @@ def _first_failure(tasks: list[str], states: Mapping[str, str | None]) -> tuple[
             if key == name or (index != key and index.isdigit()):
                 mine[-1 if key == name else int(index)] = state
         for index, state in sorted(mine.items()):
-            sharded_task = name in SHARD_TASKS or name in SHARD_TRANSFORM_TASKS
+            sharded_task = name in (*SHARD_TASKS, *SHARD_TRANSFORM_TASKS, *SHARD_VERIFY_TASKS)
             if state != "success" and not (sharded_task and state == "skipped"):
                 return name, (index if index >= 0 else None)
         if not mine and name in STAGES:
@@ -344,13 +346,26 @@ def score(run: dict[str, Any], fitted: dict[str, Any], job: dict[str, Any]) -> d
     return _shard("score", run, fitted, job["part"])
 
 
-def _sharded_transform(run: Any, buckets: Any, items: Any) -> Any:
-    """The sharded plan's transform tasks, mapped over customer parts; the last of them."""
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def verify_part(run: dict[str, Any], transformed: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """One customer part of the DuckDB cross-check (by DuckDB's hash of customer_id): its figures."""
+    from fastclv.pipeline import verify_part_stage
+
+    parts_ = int(job["plan"].get("parts", 1))
+    model = transformed.get("model")
+    result: dict[str, Any] = _call(
+        "verify_part", run, lambda settings: verify_part_stage(settings, model, job["part"], parts_)
+    )
+    return result
+
+
+def _sharded_transform(run: Any, buckets: Any, items: Any) -> tuple[Any, Any]:
+    """The sharded plan's transform tasks, mapped over customer parts: the part jobs, the last task."""
     jobs = parts(buckets)
     chain(items, jobs)
     histories = history.partial(run=run).expand(job=jobs)
     fitted = fit(run, jobs, histories)
-    return score.partial(run=run, fitted=fitted).expand(job=jobs)
+    return jobs, score.partial(run=run, fitted=fitted).expand(job=jobs)
 
 
 def _sharded_extract_results(ti: Any) -> dict[str, Any] | None:
@@ -372,6 +387,17 @@ def _sharded_transform_results(ti: Any) -> dict[str, Any] | None:
         return None
     scores = ti.xcom_pull(task_ids=["score"], map_indexes=list(range(len(fitted["parts"]))))
     return {"fitted": fitted, "scores": scores}
+
+
+def _sharded_verify_results(ti: Any) -> list[dict[str, Any]] | None:
+    """What the cross-check's part tasks returned, for the verify task (None: not sharded)."""
+    fitted = ti.xcom_pull(task_ids="fit")
+    if not fitted:
+        return None
+    partials: list[dict[str, Any]] = ti.xcom_pull(
+        task_ids=["verify_part"], map_indexes=list(range(len(fitted["parts"])))
+    )
+    return partials
 
 
 @dag(
@@ -423,10 +449,14 @@ def customer_ltv() -> None:
         """
         return _stage("transform", run, sharded=_sharded_transform_results(current()["ti"]))
 
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def verify(run: dict[str, Any], extracted: dict[str, Any], transformed: dict[str, Any]) -> dict[str, Any]:
-        """Cross-check the staged output with DuckDB; a mismatch fails the run before loading."""
-        return _stage("verify", run, extract=extracted, transform=transformed)
+        """Cross-check the staged output with DuckDB; a mismatch fails the run before loading.
+
+        Sharded: conclude on what the part tasks compared (pulled from XCom); else the whole check.
+        """
+        partials = _sharded_verify_results(current()["ti"])
+        return _stage("verify", run, extract=extracted, transform=transformed, sharded=partials)
 
     @task
     def load(run: dict[str, Any]) -> dict[str, Any]:
@@ -467,11 +497,13 @@ def customer_ltv() -> None:
 
     run: Any = begin()  # XComArgs: the tasks' return values, resolved when the downstream task runs
     buckets, items = _sharded_extract(run)
-    scored = _sharded_transform(run, buckets, items)
+    jobs, scored = _sharded_transform(run, buckets, items)
     extracted, transformed = extract(run), transform(run)
+    compared = verify_part.partial(run=run, transformed=transformed).expand(job=jobs)
     checked = verify(run, extracted, transformed)
     chain(items, extracted, transformed, checked, load(run), finish(), report().as_teardown())
     chain(scored, transformed)
+    chain(compared, checked)
 
 
 customer_ltv()

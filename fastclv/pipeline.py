@@ -272,7 +272,8 @@ def run_stage(
         }
     elif name == "verify":
         counts, model = (earlier or {})["extract"]["files"], (earlier or {})["transform"]["model"]
-        result = {"verify": verify_stage(settings, counts, model, area=area)}
+        partials = (earlier or {}).get("sharded")
+        result = {"verify": verify_stage(settings, counts, model, area=area, partials=partials)}
     elif name == "load":
         result = {"load": load_stage(settings, area=area)}
     else:
@@ -507,11 +508,22 @@ def verify_stage(
     model: dict[str, object] | None,
     *,
     area: stage.StagingArea | None = None,
+    partials: list[dict[str, object]] | None = None,
 ) -> dict[str, object]:
-    """The DuckDB cross-check of the staged output; raises VerificationError on a mismatch."""
+    """The DuckDB cross-check of the staged output; raises VerificationError on a mismatch.
+
+    ``partials``: the customer parts' figures (:func:`verify_part_stage`, a scheduler's mapped
+    tasks), concluded on here. Without them a sharded run (``shards`` > 1) checks its parts in
+    ``shards`` local worker processes, and an unsharded one in this process.
+    """
     from fastclv.verify import verify_staged  # duckdb only when the check runs
 
     with staging_area(settings, area) as staged:
+        seconds = None
+        if partials is None and settings.shards > 1:
+            t0 = time.perf_counter()
+            partials = _check_parts_locally(settings, model, staged)
+            seconds = time.perf_counter() - t0
         result = verify_staged(
             staged,
             settings.as_of,
@@ -521,8 +533,69 @@ def verify_stage(
             margin=settings.margin,
             discount_rate=settings.discount_rate,
             memory_limit=settings.duckdb_memory_limit,
+            partials=partials,
+            seconds=seconds,
         )
     return result.as_dict()
+
+
+def verify_part_stage(
+    settings: Settings,
+    model: dict[str, object] | None,
+    part: int,
+    parts: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, object]:
+    """One customer part of the cross-check (a sharded run's mapped task): its figures, JSON."""
+    from fastclv.verify import check_staged_part
+
+    memory.limit()
+    with staging_area(settings, area) as staged:
+        return check_staged_part(
+            staged,
+            settings.as_of,
+            model,
+            part=part,
+            parts=parts,
+            horizon_months=settings.horizon_months,
+            margin=settings.margin,
+            discount_rate=settings.discount_rate,
+            memory_limit=settings.duckdb_memory_limit,
+        )
+
+
+def _check_parts_locally(
+    settings: Settings, model: dict[str, object] | None, staged: stage.StagingArea
+) -> list[dict[str, object]]:
+    """The cross-check's ``shards`` customer parts, each in a worker process of its own."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from fastclv.verify import check_part
+
+    staged.fetch(*stage.INPUTS, stage.REJECTS, stage.OUTPUT)
+    parts = settings.shards
+    threads = max(1, (os.cpu_count() or 1) // parts)
+    with ProcessPoolExecutor(parts, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [
+            pool.submit(
+                check_part,
+                staged.local_dir(),
+                settings.as_of,
+                model,
+                part=j,
+                parts=parts,
+                horizon_months=settings.horizon_months,
+                margin=settings.margin,
+                discount_rate=settings.discount_rate,
+                memory_limit=settings.duckdb_memory_limit or None,
+                threads=threads,
+            )
+            for j in range(parts)
+        ]
+        return [job.result() for job in jobs]
 
 
 def load_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> dict[str, object]:

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from fastclv import stage
 from fastclv.config import Settings
-from fastclv.errors import VerificationError
+from fastclv.errors import TerminalError, VerificationError
 from fastclv.pipeline import run
 from fastclv.testing import generate
 from fastclv.verify import REPORT_JSON, REPORT_MD, verify_run
@@ -329,3 +329,81 @@ def test_a_memory_limit_spills_to_the_work_folder_and_still_agrees(staged: Path,
     assert result.ok
     assert result.checks["column:total_revenue"]["compared"] == summary["output_rows"]  # type: ignore[index]
     assert (run_dir / "_work" / "duckdb").is_dir()  # DuckDB's spill folder is the run's, not the cwd
+
+
+def _perturb(column: str, factor: float, every: int) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """Scale ``column`` of every ``every``-th customer with orders (so many parts disagree at once)."""
+
+    def change(frame: pl.DataFrame) -> pl.DataFrame:
+        hit = (pl.col("orders_count") > 1) & (pl.int_range(pl.len()) % every == 0)
+        return frame.with_columns(pl.when(hit).then(pl.col(column) * factor).otherwise(pl.col(column)))
+
+    return change
+
+
+#: Corruptions of the staged output (or the counts) that the check cut into parts must report as
+#: the whole check does: 0 examples, one, and more than the report shows (merged across parts).
+CORRUPTIONS: dict[str, Callable[[pl.DataFrame], pl.DataFrame] | None] = {
+    "honest": None,
+    "cent-more-revenue": lambda f: f.with_columns(
+        pl.when(pl.int_range(pl.len()) == 7)
+        .then(pl.col("total_revenue") + Decimal("0.01"))
+        .otherwise(pl.col("total_revenue"))
+    ),
+    "rows-dropped-and-duplicated": lambda f: pl.concat([f.slice(3), f.slice(40, 2)]),
+    "monetary-value-of-many": _perturb("monetary_value", 1 + 1e-6, 3),
+    "p-alive-of-many": _perturb("p_alive", 1 + 1e-5, 2),
+    "ledger": None,
+}
+
+
+@pytest.mark.parametrize("parts", [2, 5])
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_the_check_cut_into_customer_parts_reports_exactly_what_the_whole_check_does(
+    staged: Path, tmp_path: Path, corruption: str, parts: int
+) -> None:
+    run_dir = _copy(staged, tmp_path)
+    change = CORRUPTIONS[corruption]
+    if change is not None:
+        _rewrite(run_dir, change)
+    summary = _summary(run_dir)
+    counts = copy.deepcopy(summary["files"])
+    if corruption == "ledger":
+        counts["orders"]["after_as_of"] += 1
+        counts["order_items"]["valid"] -= 1
+
+    def verdict(n: int) -> tuple[dict[str, Any], str | None]:
+        try:
+            result = verify_run(run_dir, AS_OF, counts, summary["model"], parts=n)
+        except VerificationError as exc:
+            report = json.loads((run_dir / REPORT_JSON).read_text())
+            return {k: report[k] for k in ("checks", "differences")}, str(exc)
+        return {"checks": result.checks, "differences": {}}, None
+
+    whole, whole_error = verdict(1)
+    cut, cut_error = verdict(parts)
+    assert (whole_error is None) == (corruption == "honest")
+    assert cut == whole
+    assert cut_error == whole_error
+    if corruption.endswith("-of-many"):  # more differing rows than the report shows: the first by key
+        differences = next(iter(whole["differences"].values()))
+        assert len(differences) == 20
+        assert [d["key"] for d in differences] == sorted(d["key"] for d in differences)
+
+
+def test_each_part_compares_only_its_own_customers(staged: Path) -> None:
+    from fastclv.verify import check_part, conclude
+
+    summary = _summary(staged)
+    partials = [check_part(staged, AS_OF, summary["model"], part=j, parts=3) for j in range(3)]
+    compared = [
+        next(c["compared"] for c in p["checks"] if c["name"] == "column:total_revenue")  # type: ignore[attr-defined, index]
+        for p in partials
+    ]
+    assert sum(compared) == summary["output_rows"]
+    assert all(0 < n < summary["output_rows"] for n in compared)
+    assert conclude(staged, AS_OF, summary["files"], partials, seconds=1.0).ok
+    with pytest.raises(TerminalError, match=r"needs each of its parts once; it got 0 of 3, 2 of 3"):
+        conclude(staged, AS_OF, summary["files"], [partials[0], partials[2]], seconds=1.0)
+    with pytest.raises(TerminalError, match="it got 0 of 3, 0 of 3, 1 of 3"):
+        conclude(staged, AS_OF, summary["files"], [partials[0], *partials[:2]], seconds=1.0)

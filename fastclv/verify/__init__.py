@@ -26,7 +26,23 @@ Example::
 
 from __future__ import annotations
 
-from fastclv.verify.crosscheck import VerifyResult, verify_run, verify_staged
+from fastclv.verify.crosscheck import (
+    VerifyResult,
+    check_part,
+    check_staged_part,
+    conclude,
+    verify_run,
+    verify_staged,
+)
 from fastclv.verify.report import REPORT_JSON, REPORT_MD
 
-__all__ = ["REPORT_JSON", "REPORT_MD", "VerifyResult", "verify_run", "verify_staged"]
+__all__ = [
+    "REPORT_JSON",
+    "REPORT_MD",
+    "VerifyResult",
+    "check_part",
+    "check_staged_part",
+    "conclude",
+    "verify_run",
+    "verify_staged",
+]

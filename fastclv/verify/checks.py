@@ -12,7 +12,7 @@ re-evaluated with :mod:`fastclv.verify.closed_forms` from the parameters in the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -57,7 +57,21 @@ class Check:
     mismatches: int = 0
     #: (key, column, staged value, recomputed value), first few in key order.
     examples: list[tuple[str, str, str, str]] = field(default_factory=list)
-    note: str | None = None
+    #: What the check's figures mean beyond its name (without the skipped values' count).
+    remark: str | None = None
+    #: Values not compared (the independent closed form is not finite there).
+    skipped: int = 0
+
+    @property
+    def note(self) -> str | None:
+        """The remark and, when values were skipped, how many and why."""
+        if not self.skipped:
+            return self.remark
+        extra = (
+            f"{self.skipped} customer(s) not compared: the independent closed form is not finite "
+            "there (huge T or frequency overflows 2F1)"
+        )
+        return f"{self.remark}; {extra}" if self.remark else extra
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (one entry of :attr:`~fastclv.verify.VerifyResult.checks`)."""
@@ -67,6 +81,50 @@ class Check:
             "mismatches": self.mismatches,
             "note": self.note,
         }
+
+    def to_json(self) -> dict[str, object]:
+        """Everything, examples included (what a part of the check passes on, see :func:`merge`)."""
+        return {
+            "name": self.name,
+            "compared": self.compared,
+            "mismatches": self.mismatches,
+            "examples": [list(e) for e in self.examples],
+            "remark": self.remark,
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Check:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            str(data["name"]),
+            compared=int(data["compared"]),
+            mismatches=int(data["mismatches"]),
+            examples=[(str(k), str(c), str(s), str(e)) for k, c, s, e in data["examples"]],
+            remark=None if data["remark"] is None else str(data["remark"]),
+            skipped=int(data["skipped"]),
+        )
+
+
+def merge(parts: Iterable[Iterable[Check]]) -> list[Check]:
+    """The checks of customer parts as one check each: figures summed, the first examples by key.
+
+    Every part holds whole customers (all rows of a customer_id are in one part), so the sums
+    are the whole check's figures and the first :data:`EXAMPLES` keys over all parts are its
+    examples. The checks keep the first part's order.
+    """
+    merged: dict[str, Check] = {}
+    examples: dict[str, list[tuple[str, str, str, str]]] = {}
+    for checks in parts:
+        for check in checks:
+            into = merged.setdefault(check.name, Check(check.name, remark=check.remark))
+            into.compared += check.compared
+            into.mismatches += check.mismatches
+            into.skipped += check.skipped
+            examples.setdefault(check.name, []).extend(check.examples)
+    for name, check in merged.items():
+        check.examples = sorted(examples[name], key=lambda e: e[0])[:EXAMPLES]  # stable: a part's order
+    return list(merged.values())
 
 
 #: DuckDB's name for each PostgreSQL type of the output table (contract section 4).
@@ -94,16 +152,59 @@ def schema_check(con: Any) -> Check:
     return check
 
 
-def ledger_checks(con: Any, counts: Mapping[str, Mapping[str, object]]) -> list[Check]:
-    """Check the ledger: read = valid + rejected + dropped, valid = staged rows, rejects, after-as-of."""
+@dataclass
+class LedgerCounts:
+    """What the ledger is checked against, counted in the staged files (summed over parts)."""
+
+    #: Rows of each staged input.
+    staged_rows: dict[str, int] = field(default_factory=dict)
+    #: Rows of rejects.parquet by file and reason.
+    rejects: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Orders and items after the as-of date (orders and order_items; customers: 0).
+    after: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {"staged_rows": self.staged_rows, "rejects": self.rejects, "after": self.after}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LedgerCounts:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            {str(k): int(v) for k, v in data["staged_rows"].items()},
+            {str(f): {str(r): int(n) for r, n in by.items()} for f, by in data["rejects"].items()},
+            {str(k): int(v) for k, v in data["after"].items()},
+        )
+
+    def add(self, other: LedgerCounts) -> None:
+        """Add another part's counts to these."""
+        for name, n in other.staged_rows.items():
+            self.staged_rows[name] = self.staged_rows.get(name, 0) + n
+        for file, by_reason in other.rejects.items():
+            mine = self.rejects.setdefault(file, {})
+            for reason, n in by_reason.items():
+                mine[reason] = mine.get(reason, 0) + n
+        for name, n in other.after.items():
+            self.after[name] = self.after.get(name, 0) + n
+
+
+def ledger_counts(con: Any, *, whole_files: bool) -> LedgerCounts:
+    """The staged rows, rejects and after-as-of counts of this session's customers.
+
+    ``whole_files``: also count what belongs to no customer part (rows of order_items.parquet,
+    rejects.parquet); exactly one part of a check does.
+    """
     staged_rows = {
-        f.name: int(con.execute(f"SELECT count(*) FROM {f.name}").fetchall()[0][0]) for f in INPUT_FILES
+        f.name: int(con.execute(f"SELECT count(*) FROM {f.name}").fetchall()[0][0])
+        for f in INPUT_FILES
+        if f.name != "order_items" or whole_files
     }
     rejects: dict[str, dict[str, int]] = {}
-    for file, reason, n in con.execute(
-        "SELECT file, reason, count(*) FROM rejects GROUP BY ALL ORDER BY ALL"
-    ).fetchall():
-        rejects.setdefault(str(file), {})[str(reason)] = int(n)
+    if whole_files:
+        for file, reason, n in con.execute(
+            "SELECT file, reason, count(*) FROM rejects GROUP BY ALL ORDER BY ALL"
+        ).fetchall():
+            rejects.setdefault(str(file), {})[str(reason)] = int(n)
     orders_after, items_after = (
         int(v)
         for v in con.execute(
@@ -111,7 +212,13 @@ def ledger_checks(con: Any, counts: Mapping[str, Mapping[str, object]]) -> list[
             " (SELECT coalesce(sum(items), 0) FROM item_totals WHERE after)"
         ).fetchall()[0]
     )
-    after = {"customers": 0, "orders": orders_after, "order_items": items_after}
+    return LedgerCounts(staged_rows, rejects, {"orders": orders_after, "order_items": items_after})
+
+
+def ledger_checks(counts: Mapping[str, Mapping[str, object]], found: LedgerCounts) -> list[Check]:
+    """Check the ledger: read = valid + rejected + dropped, valid = staged rows, rejects, after-as-of."""
+    staged_rows, rejects = found.staged_rows, found.rejects
+    after = {"customers": 0, **found.after}
 
     checks: list[Check] = []
     known_files: set[str] = set()
@@ -121,7 +228,7 @@ def ledger_checks(con: Any, counts: Mapping[str, Mapping[str, object]]) -> list[
         if got is None:
             check.compared, check.mismatches = 1, 1
             check.examples.append((spec.name, "counts", "missing", "present"))
-            check.note = "the run summary has no counts for this file"
+            check.remark = "the run summary has no counts for this file"
             checks.append(check)
             continue
         file_name = str(got.get("file", spec.file_name))
@@ -135,8 +242,8 @@ def ledger_checks(con: Any, counts: Mapping[str, Mapping[str, object]]) -> list[
                 _int(got.get("valid")) + rejected + _int(got.get("duplicates_dropped")),
             ),
             ("rejected = sum of rejected_by_reason", rejected, sum(by_reason.values())),
-            (f"valid = rows of {spec.name}.parquet", _int(got.get("valid")), staged_rows[spec.name]),
-            ("after_as_of", _int(got.get("after_as_of")), after[spec.name]),
+            (f"valid = rows of {spec.name}.parquet", _int(got.get("valid")), staged_rows.get(spec.name, 0)),
+            ("after_as_of", _int(got.get("after_as_of")), after.get(spec.name, 0)),
         ]
         actual = rejects.get(file_name, {})
         for reason in sorted(set(by_reason) | set(actual)):
@@ -162,8 +269,8 @@ def ledger_checks(con: Any, counts: Mapping[str, Mapping[str, object]]) -> list[
     return checks
 
 
-def row_checks(con: Any) -> list[Check]:
-    """One staged row per valid customer, no extra; total revenue conserved."""
+def row_check(con: Any) -> Check:
+    """One staged row per valid customer, no extra, none twice."""
     rows = Check("rows: one per valid customer")
     (n_expected, n_missing, n_extra, n_dup, n_dup_valid) = con.execute(
         """
@@ -196,15 +303,31 @@ def row_checks(con: Any) -> list[Check]:
                 """
             ).fetchall()
         ]
-    revenue = Check("revenue: sum(total_revenue) = sum of counted item amounts", compared=1)
+    return rows
+
+
+def revenue_sums(con: Any) -> tuple[str, str]:
+    """sum(total_revenue) of the staged output and the sum of counted item amounts, exact text."""
     staged_sum, items_sum = con.execute(
         "SELECT CAST((SELECT sum(total_revenue) FROM staged) AS VARCHAR),"
         " CAST((SELECT sum(amount) FROM item_totals WHERE NOT after) AS VARCHAR)"
     ).fetchall()[0]
-    if _decimal_text(staged_sum) != _decimal_text(items_sum):
+    return (str(staged_sum) if staged_sum is not None else "0", str(items_sum) if items_sum is not None else "0")
+
+
+def revenue_check(sums: Iterable[tuple[str, str]]) -> Check:
+    """Total revenue conserved: the staged total equals the counted items' total (over all parts)."""
+    from decimal import Decimal
+
+    staged_sum = items_sum = Decimal(0)
+    for staged_part, items_part in sums:
+        staged_sum += Decimal(staged_part)
+        items_sum += Decimal(items_part)
+    revenue = Check("revenue: sum(total_revenue) = sum of counted item amounts", compared=1)
+    if staged_sum != items_sum:
         revenue.mismatches = 1
         revenue.examples.append(("(all)", "sum(total_revenue)", str(staged_sum), str(items_sum)))
-    return [rows, revenue]
+    return revenue
 
 
 def column_checks(con: Any) -> list[Check]:
@@ -327,12 +450,12 @@ def _compare_predictive(
     must_be_null: bool,
     note: str | None,
 ) -> Check:
-    check = Check(f"column:{column}", compared=int(staged.shape[0]), note=note)
+    check = Check(f"column:{column}", compared=int(staged.shape[0]), remark=note)
     if must_be_null:
         bad = ~np.isnan(staged)
     else:
         finite = np.isfinite(mine)
-        skipped = int((~finite).sum())
+        check.skipped = int((~finite).sum())
         with np.errstate(all="ignore"):
             if column == "predicted_clv":
                 close = np.abs(staged - mine) <= CLV_ATOL + MODEL_RTOL * np.abs(mine)
@@ -341,13 +464,7 @@ def _compare_predictive(
                     MODEL_RTOL * np.maximum(np.abs(staged), np.abs(mine)), MODEL_ATOL
                 )
         bad = finite & ~close  # a staged null (NaN here) where we have a value is a mismatch
-        check.compared -= skipped
-        if skipped:
-            extra = (
-                f"{skipped} customer(s) not compared: the independent closed form is not finite "
-                "there (huge T or frequency overflows 2F1)"
-            )
-            check.note = f"{note}; {extra}" if note else extra
+        check.compared -= check.skipped
     check.mismatches = int(bad.sum())
     first = sorted((str(ids[i]), int(i)) for i in np.flatnonzero(bad))[:EXAMPLES]
     check.examples = [(key, column, _fmt(staged[i]), _fmt(mine[i])) for key, i in first]
@@ -375,13 +492,6 @@ def _nullable(values: Any) -> FloatArray:
     if isinstance(values, np.ma.MaskedArray):
         return np.asarray(np.ma.filled(values.astype(np.float64), np.nan), dtype=np.float64)
     return np.asarray(values, dtype=np.float64)
-
-
-def _decimal_text(value: object) -> str:
-    """Exact money text, normalised (``None`` -> ``0``)."""
-    from decimal import Decimal
-
-    return str(Decimal(str(value)).normalize()) if value is not None else "0"
 
 
 def _fmt(value: float) -> str:

@@ -27,11 +27,20 @@ def _sql_path(path: Path) -> str:
     return "'" + str(path.resolve()).replace("'", "''") + "'"
 
 
-def create_views(con: Any, run_dir: Path) -> None:
-    """One view per staged file: the three inputs by name, ``rejects`` and ``staged`` (the output)."""
+def create_views(con: Any, run_dir: Path, part: int = 0, parts: int = 1) -> None:
+    """One view per staged file: the three inputs by name, ``rejects`` and ``staged`` (the output).
+
+    With ``parts`` > 1 the customers, orders and output rows are those of customer part
+    ``part``: ``hash(customer_id) % parts`` (DuckDB's own hash, not the pipeline's), so one
+    customer's rows are all in one part. The items stay whole: they reach a part through its
+    orders. Called again, it replaces the views (the schema is checked on the whole files first).
+    """
     for name in [f.name for f in INPUT_FILES] + ["rejects", "staged"]:
         file = {"rejects": stage.REJECTS, "staged": stage.OUTPUT}.get(name, f"{name}.parquet")
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_sql_path(run_dir / file)})")
+        where = ""
+        if parts > 1 and name in ("customers", "orders", "staged"):
+            where = f" WHERE hash(customer_id) % {int(parts)} = {int(part)}"
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_sql_path(run_dir / file)}){where}")
 
 
 def _cutoff(as_of: date) -> str:
