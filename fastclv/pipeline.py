@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -272,7 +272,7 @@ def run_stage(
         }
     elif name == "verify":
         counts, model = (earlier or {})["extract"]["files"], (earlier or {})["transform"]["model"]
-        partials = (earlier or {}).get("sharded")
+        partials: Any = (earlier or {}).get("sharded")  # the verify_part tasks' results (a list)
         result = {"verify": verify_stage(settings, counts, model, area=area, partials=partials)}
     elif name == "load":
         result = {"load": load_stage(settings, area=area)}
@@ -508,7 +508,7 @@ def verify_stage(
     model: dict[str, object] | None,
     *,
     area: stage.StagingArea | None = None,
-    partials: list[dict[str, object]] | None = None,
+    partials: Sequence[Mapping[str, object]] | None = None,
 ) -> dict[str, object]:
     """The DuckDB cross-check of the staged output; raises VerificationError on a mismatch.
 

@@ -29,7 +29,7 @@ from fastclv import shard, stage
 from fastclv.config import Settings
 from fastclv.errors import InputError
 from fastclv.extract import extract
-from fastclv.pipeline import staging_area, transform_stage
+from fastclv.pipeline import staging_area, transform_stage, verify_stage
 from fastclv.testing import generate
 
 SAMPLE = Path(__file__).parent.parent / "data" / "sample"
@@ -134,6 +134,13 @@ def test_worker_processes_stage_and_fit_exactly_the_unsharded_run(
         # The transform by customer part: the same output file, row for row, and the same fit.
         sharded_done = transform_stage(settings_, area=area)
         sharded_model = sharded_done.model
+        # The cross-check by customer part, in worker processes: the whole check's figures.
+        sharded_checked = verify_stage(settings_, counts, sharded_model, area=area)
+    whole_checked = verify_stage(whole, expected, whole_model)
+    assert sharded_checked["ok"]
+    assert sharded_checked["parts"] == workers
+    assert whole_checked["parts"] == 1
+    assert sharded_checked["checks"] == whole_checked["checks"]
     for fit in ("bgnbd", "gamma_gamma"):
         params, want = sharded_model[fit]["params"], whole_model[fit]["params"]  # type: ignore[index]
         assert want is not None, f"the unsharded {fit} fit is degenerate: the comparison would be empty"

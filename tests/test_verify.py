@@ -252,12 +252,14 @@ def _loaded(pg_uri: str, schema: str) -> pl.DataFrame:
         return pl.DataFrame(cur.fetchall(), schema=["customer_id", "total"], orient="row")
 
 
+@pytest.mark.parametrize("shards", [1, 2])  # 2: the check in two worker processes, one verdict
 def test_a_corrupted_transform_output_fails_the_run_and_nothing_is_loaded(
-    generated: Path, tmp_path: Path, pg_uri: str, pg_schema: str
+    generated: Path, tmp_path: Path, pg_uri: str, pg_schema: str, shards: int
 ) -> None:
     settings = Settings(
-        input=str(generated), staging=str(tmp_path), as_of=AS_OF, pg_uri=pg_uri, pg_schema=pg_schema
-    )
+        input=str(generated), staging=str(tmp_path), as_of=AS_OF, pg_uri=pg_uri, pg_schema=pg_schema,
+        shards=shards,
+    )  # fmt: skip
     run(settings)  # a good load of the date first
     before = _loaded(pg_uri, pg_schema)
     run_dir = tmp_path / AS_OF.isoformat()
@@ -283,6 +285,9 @@ def test_a_corrupted_transform_output_fails_the_run_and_nothing_is_loaded(
     assert summary["error_type"] == "VerificationError"
     assert summary["load"] is None
     assert "load" not in summary["timings"]
+    report = json.loads((run_dir / REPORT_JSON).read_text())
+    assert list(report["differences"]) == ["column:orders_count"]
+    assert [d["key"] for d in report["differences"]["column:orders_count"]] == [victim]
     assert_frame_equal(_loaded(pg_uri, pg_schema), before)
     with psycopg.connect(pg_uri) as conn:
         runs = conn.execute(

@@ -312,7 +312,10 @@ def revenue_sums(con: Any) -> tuple[str, str]:
         "SELECT CAST((SELECT sum(total_revenue) FROM staged) AS VARCHAR),"
         " CAST((SELECT sum(amount) FROM item_totals WHERE NOT after) AS VARCHAR)"
     ).fetchall()[0]
-    return (str(staged_sum) if staged_sum is not None else "0", str(items_sum) if items_sum is not None else "0")
+    return (
+        str(staged_sum) if staged_sum is not None else "0",
+        str(items_sum) if items_sum is not None else "0",
+    )
 
 
 def revenue_check(sums: Iterable[tuple[str, str]]) -> Check:

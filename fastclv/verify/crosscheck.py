@@ -340,13 +340,17 @@ def _require_files(run_dir: Path) -> None:
 
 def _mapping(value: object) -> Mapping[str, object]:
     if not isinstance(value, Mapping):
-        raise TerminalError(f"a part of the cross-check is malformed: {type(value).__name__} where a mapping belongs")
+        raise TerminalError(
+            f"a part of the cross-check is malformed: {type(value).__name__} where a mapping belongs"
+        )
     return value
 
 
 def _list(value: object) -> list[object]:
     if not isinstance(value, (list, tuple)):
-        raise TerminalError(f"a part of the cross-check is malformed: {type(value).__name__} where a list belongs")
+        raise TerminalError(
+            f"a part of the cross-check is malformed: {type(value).__name__} where a list belongs"
+        )
     return list(value)
 
 

@@ -40,7 +40,9 @@ def create_views(con: Any, run_dir: Path, part: int = 0, parts: int = 1) -> None
         where = ""
         if parts > 1 and name in ("customers", "orders", "staged"):
             where = f" WHERE hash(customer_id) % {int(parts)} = {int(part)}"
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_sql_path(run_dir / file)}){where}")
+        con.execute(
+            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_sql_path(run_dir / file)}){where}"
+        )
 
 
 def _cutoff(as_of: date) -> str:

@@ -33,13 +33,15 @@ DUE_JAN_01 = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)  # covers 2025-12-31
 STAGES = ["begin", "extract", "transform", "verify", "load"]
 SHARD_TASKS = ["plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items"]
 SHARD_TRANSFORM_TASKS = ["parts", "history", "fit", "score"]
+SHARD_VERIFY_TASKS = ["verify_part"]
 #: The order edges of the DAG (the data edges from begin, stitch... come on top).
 EDGES = [
     ("begin", "plan"), ("plan", "scan"), ("scan", "stitch"), ("stitch", "resolve_customers"),
     ("resolve_customers", "resolve_orders"), ("resolve_orders", "resolve_items"),
     ("resolve_items", "extract"), ("resolve_items", "parts"), ("parts", "history"), ("history", "fit"),
-    ("fit", "score"), ("score", "transform"), ("extract", "transform"), ("transform", "verify"),
-    ("verify", "load"), ("load", "finish"), ("finish", "report"),
+    ("fit", "score"), ("score", "transform"), ("extract", "transform"), ("transform", "verify_part"),
+    ("parts", "verify_part"), ("verify_part", "verify"), ("transform", "verify"), ("verify", "load"),
+    ("load", "finish"), ("finish", "report"),
 ]  # fmt: skip
 PASSWORD = "Sup3r-Secret-Pw"  # the test server trusts 127.0.0.1, so any password works
 
@@ -177,7 +179,8 @@ def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
 
     assert dagbag.import_errors == {}
     dag = dagbag.get_dag("customer_ltv")
-    tasks = [STAGES[0], *SHARD_TASKS, *SHARD_TRANSFORM_TASKS, *STAGES[1:], "finish", "report"]
+    tasks = [STAGES[0], *SHARD_TASKS, *SHARD_TRANSFORM_TASKS, *SHARD_VERIFY_TASKS, *STAGES[1:]]
+    tasks += ["finish", "report"]
     order = [t.task_id for t in dag.topological_sort()]
     assert sorted(order) == sorted(tasks)
     for upstream, downstream in EDGES:
@@ -313,7 +316,7 @@ def test_a_sharded_run_maps_its_tasks_and_loads_exactly_the_unsharded_rows(
     assert whole.state == "success", _states(whole)
     skipped = {ti.task_id for ti in whole.get_task_instances() if ti.state == "skipped"}
     # not sharded: the plan maps over nothing
-    assert skipped == set(SHARD_TASKS + SHARD_TRANSFORM_TASKS) - {"plan"}
+    assert skipped == set(SHARD_TASKS + SHARD_TRANSFORM_TASKS + SHARD_VERIFY_TASKS) - {"plan"}
     rows, ledger = _table(pg_uri, pg_schema), _ledger(pg_uri, pg_schema)
 
     sharded = _run(dag, DUE_DEC_31, shards=3)
@@ -322,12 +325,16 @@ def test_a_sharded_run_maps_its_tasks_and_loads_exactly_the_unsharded_rows(
     assert {ti.state for ti in instances} == {"success"}
     mapped = {
         name: sorted(ti.map_index for ti in instances if ti.task_id == name)
-        for name in SHARD_TASKS + SHARD_TRANSFORM_TASKS
+        for name in SHARD_TASKS + SHARD_TRANSFORM_TASKS + SHARD_VERIFY_TASKS
     }
     assert mapped["scan"] == list(range(9))  # 3 byte ranges of each of the 3 files
     assert mapped["resolve_orders"] == mapped["resolve_items"] == [0]  # the sample is one bucket
     assert mapped["history"] == mapped["score"] == [0, 1, 2]  # 3 customer parts
     assert mapped["fit"] == [-1]  # one fit, on the merged histograms
+    assert mapped["verify_part"] == [0, 1, 2]  # the cross-check by customer part, then one verdict
+    verified = json.loads((env / "2025-12-30" / "summary.json").read_text())["verify"]
+    assert verified["parts"] == 3
+    assert len(verified["part_seconds"]) == 3
     assert _table(pg_uri, pg_schema) == rows
     [*_, again] = _ledger(pg_uri, pg_schema)
     assert again[1:4] == ledger[0][1:4]  # status, output rows and counts of the unsharded run
