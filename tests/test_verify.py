@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -319,6 +320,18 @@ def test_cli_verify_exit_codes(staged: Path, tmp_path: Path) -> None:
     assert bad.returncode == 3, bad.stderr
     assert victim in bad.stderr
     assert "Traceback" not in bad.stderr
+    report = (run_dir / REPORT_MD).read_text()
+    # In customer parts, one after the other: the same verdict and report (but its seconds).
+    cut = fastclv("verify", "--staging", str(tmp_path), "--as-of", AS_OF.isoformat(), "--parts", "3")
+    assert cut.returncode == 3, cut.stderr
+    assert cut.stderr == bad.stderr
+    seconds = re.compile(r"in \d+\.\d\d s")
+    assert seconds.sub("", (run_dir / REPORT_MD).read_text()) == seconds.sub("", report)
+    cut_ok = fastclv("verify", "--staging", str(staged.parent), "--as-of", AS_OF.isoformat(), "--parts", "3")
+    assert cut_ok.returncode == 0, cut_ok.stderr
+    assert "checks agree" in cut_ok.stdout
+    assert "3 customer parts" in cut_ok.stdout
+    assert fastclv("verify", "--staging", str(staged.parent), "--parts", "0").returncode == 2
 
     (run_dir / stage.SUMMARY).unlink()
     no_summary = fastclv("verify", "--staging", str(tmp_path), "--as-of", AS_OF.isoformat())

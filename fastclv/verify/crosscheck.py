@@ -266,9 +266,11 @@ def verify_staged(
     memory_limit: str | None = None,
     partials: Sequence[Mapping[str, object]] | None = None,
     seconds: float | None = None,
+    parts: int = 1,
 ) -> VerifyResult:
     """Cross-check the staged files of ``area`` (fetched if remote); publish a failure's report.
 
+    ``parts``: check that many customer parts one after the other (see :func:`verify_run`).
     With ``partials`` (the mapped :func:`check_staged_part` tasks' results) it only concludes
     on them (their ``seconds``: the caller's wall time, else the longest part's).
 
@@ -292,6 +294,7 @@ def verify_staged(
             discount_rate=discount_rate,
             report_location=location,
             memory_limit=memory_limit or None,
+            parts=parts,
         )
     except VerificationError:
         if area.path(REPORT_MD).is_file():
