@@ -547,9 +547,15 @@ def verify_part_stage(
     *,
     area: stage.StagingArea | None = None,
 ) -> dict[str, object]:
-    """One customer part of the cross-check (a sharded run's mapped task): its figures, JSON."""
+    """One customer part of the cross-check (a sharded run's mapped task): its figures, JSON.
+
+    With the cross-check off (``settings.verify`` false) it checks nothing and returns ``{}``.
+    """
     from fastclv.verify import check_staged_part
 
+    if not stage_enabled("verify", settings):
+        log.info("verify_part: off")
+        return {}
     memory.limit()
     with staging_area(settings, area) as staged:
         return check_staged_part(

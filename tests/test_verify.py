@@ -22,7 +22,7 @@ from psycopg import sql
 
 from fastclv import stage
 from fastclv.config import Settings
-from fastclv.errors import TerminalError, VerificationError
+from fastclv.errors import InputError, TerminalError, VerificationError
 from fastclv.pipeline import run
 from fastclv.testing import generate
 from fastclv.verify import REPORT_JSON, REPORT_MD, verify_run
@@ -425,3 +425,13 @@ def test_each_part_compares_only_its_own_customers(staged: Path) -> None:
         conclude(staged, AS_OF, summary["files"], [partials[0], partials[2]], seconds=1.0)
     with pytest.raises(TerminalError, match="it got 0 of 3, 0 of 3, 1 of 3"):
         conclude(staged, AS_OF, summary["files"], [partials[0], *partials[:2]], seconds=1.0)
+
+
+def test_a_part_of_a_check_that_is_off_checks_nothing(tmp_path: Path) -> None:
+    from fastclv.pipeline import verify_part_stage
+
+    off = Settings(input=str(SAMPLE), staging=str(tmp_path), as_of=AS_OF, load=False, verify=False, shards=3)
+    assert verify_part_stage(off, None, 1, 3) == {}  # nothing staged here: a check would fail
+    on = off.replace(verify=True)
+    with pytest.raises(InputError, match="missing staged file"):
+        verify_part_stage(on, None, 1, 3)
