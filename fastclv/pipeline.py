@@ -516,12 +516,13 @@ def verify_stage(
     tasks), concluded on here. Without them a sharded run (``shards`` > 1) checks its parts in
     ``shards`` local worker processes, and an unsharded one in this process.
     """
-    from fastclv.verify import verify_staged  # duckdb only when the check runs
+    from fastclv.verify import REPORT_JSON, REPORT_MD, verify_staged  # duckdb only when the check runs
 
     with staging_area(settings, area) as staged:
         seconds = None
         if partials is None and settings.shards > 1:
             t0 = time.perf_counter()
+            staged.remove(REPORT_MD, REPORT_JSON)  # a failed part must not leave an earlier report
             partials = _check_parts_locally(settings, model, staged)
             seconds = time.perf_counter() - t0
         result = verify_staged(

@@ -22,8 +22,8 @@ the backtest's figures, summed over the assembled file in the unsharded order, a
 Each history or score task holds about 1/parts of the customers; the fit holds the histograms
 (distinct histories: a few hundred thousand rows at a million customers); the assemble step
 streams, then reads three columns of the calibration customers (16 bytes each) for the
-backtest's figures. Still whole: the cross-check (DuckDB, within ``duckdb_memory_limit``) and
-the load (streamed).
+backtest's figures. The cross-check runs by customer part too (:func:`fastclv.verify.check_part`,
+by DuckDB's hash of customer_id); still whole: the load (streamed, over up to N connections).
 """
 
 from __future__ import annotations

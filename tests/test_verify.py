@@ -369,6 +369,10 @@ CORRUPTIONS: dict[str, Callable[[pl.DataFrame], pl.DataFrame] | None] = {
         .otherwise(pl.col("total_revenue"))
     ),
     "rows-dropped-and-duplicated": lambda f: pl.concat([f.slice(3), f.slice(40, 2)]),
+    # 40 customers missing and 2 rows without a customer_id (in one part: DuckDB hashes null too).
+    "null-ids": lambda f: pl.concat(
+        [f.slice(40), f.slice(0, 2).with_columns(pl.lit(None).alias("customer_id"))]
+    ),
     "monetary-value-of-many": _perturb("monetary_value", 1 + 1e-6, 3),
     "p-alive-of-many": _perturb("p_alive", 1 + 1e-5, 2),
     "ledger": None,
@@ -425,6 +429,10 @@ def test_each_part_compares_only_its_own_customers(staged: Path) -> None:
         conclude(staged, AS_OF, summary["files"], [partials[0], partials[2]], seconds=1.0)
     with pytest.raises(TerminalError, match="it got 0 of 3, 0 of 3, 1 of 3"):
         conclude(staged, AS_OF, summary["files"], [partials[0], *partials[:2]], seconds=1.0)
+    # A part whose result is lost (None from XCom) or cut short fails fast, with a hint.
+    for broken in (None, {"part": 1, "parts": 3}, {**partials[1], "ledger": {"staged_rows": {}}}):
+        with pytest.raises(TerminalError, match="rerun the verify tasks"):
+            conclude(staged, AS_OF, summary["files"], [partials[0], broken, partials[2]], seconds=1.0)  # type: ignore[list-item]
 
 
 def test_a_part_of_a_check_that_is_off_checks_nothing(tmp_path: Path) -> None:

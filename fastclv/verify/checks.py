@@ -270,7 +270,11 @@ def ledger_checks(counts: Mapping[str, Mapping[str, object]], found: LedgerCount
 
 
 def row_check(con: Any) -> Check:
-    """One staged row per valid customer, no extra, none twice."""
+    """One staged row per valid customer, no extra, none twice.
+
+    A null customer_id shows as ``(null)``, so the examples sort as text the same in DuckDB and
+    in :func:`merge`.
+    """
     rows = Check("rows: one per valid customer")
     (n_expected, n_missing, n_extra, n_dup, n_dup_valid) = con.execute(
         """
@@ -289,15 +293,16 @@ def row_check(con: Any) -> Check:
             (str(k), "row", s, e)
             for k, s, e in con.execute(
                 f"""
-                SELECT customer_id,
+                SELECT coalesce(customer_id, '(null)'),
                        CASE WHEN in_staged THEN 'present' ELSE 'missing' END,
                        CASE WHEN in_expected THEN 'present' ELSE 'not a valid customer' END
                 FROM side_by_side WHERE in_expected <> in_staged
                 UNION ALL
-                SELECT customer_id, 'present ' || count(*) || ' times', 'once'
+                SELECT coalesce(customer_id, '(null)'), 'present ' || count(*) || ' times', 'once'
                 FROM staged GROUP BY customer_id HAVING count(*) > 1
                 UNION ALL
-                SELECT customer_id, 'valid ' || count(*) || ' times in customers.parquet', 'once'
+                SELECT coalesce(customer_id, '(null)'),
+                       'valid ' || count(*) || ' times in customers.parquet', 'once'
                 FROM customers GROUP BY customer_id HAVING count(*) > 1
                 ORDER BY 1 LIMIT {EXAMPLES}
                 """
@@ -320,12 +325,13 @@ def revenue_sums(con: Any) -> tuple[str, str]:
 
 def revenue_check(sums: Iterable[tuple[str, str]]) -> Check:
     """Total revenue conserved: the staged total equals the counted items' total (over all parts)."""
-    from decimal import Decimal
+    from decimal import Decimal, localcontext
 
     staged_sum = items_sum = Decimal(0)
-    for staged_part, items_part in sums:
-        staged_sum += Decimal(staged_part)
-        items_sum += Decimal(items_part)
+    with localcontext(prec=80):  # exact: DuckDB's sums are DECIMAL(38,2)
+        for staged_part, items_part in sums:
+            staged_sum += Decimal(staged_part)
+            items_sum += Decimal(items_part)
     revenue = Check("revenue: sum(total_revenue) = sum of counted item amounts", compared=1)
     if staged_sum != items_sum:
         revenue.mismatches = 1

@@ -106,6 +106,8 @@ def verify_run(
         VerificationError: any check disagrees; the report is written first.
     """
     started = time.perf_counter()
+    for stale in (REPORT_MD, REPORT_JSON):  # a failed part must not leave an earlier report behind
+        (Path(run_dir) / stale).unlink(missing_ok=True)
     partials = [
         check_part(
             run_dir,
@@ -214,6 +216,13 @@ def conclude(
         VerificationError: any check disagrees.
     """
     run_dir = Path(run_dir)
+    for p in partials:
+        if not isinstance(p, Mapping) or any(k not in p for k in _PARTIAL_KEYS):
+            what = ", ".join(map(str, sorted(p))) if isinstance(p, Mapping) else type(p).__name__
+            raise TerminalError(
+                f"the cross-check of {run_dir} got a part without its figures (it has: {what}). "
+                "Hint: rerun the verify tasks of this run."
+            )
     ordered = sorted(partials, key=lambda p: _int(p.get("part")))
     n = len(ordered)
     if not n or [(_int(p.get("part")), _int(p.get("parts"))) for p in ordered] != [(j, n) for j in range(n)]:
@@ -224,15 +233,21 @@ def conclude(
         )
     for stale in (REPORT_MD, REPORT_JSON):
         (run_dir / stale).unlink(missing_ok=True)
-    schema = Check.from_json(_mapping(ordered[0]["schema"]))
-    checks = [schema]
-    if not schema.mismatches:
-        found = LedgerCounts()
-        for p in ordered:
-            found.add(LedgerCounts.from_json(_mapping(p["ledger"])))
-        merged = merge([Check.from_json(_mapping(c)) for c in _list(p["checks"])] for p in ordered)
-        revenue = revenue_check((str(s), str(i)) for s, i in (_list(p["revenue"]) for p in ordered))
-        checks += [*ledger_checks(counts, found), merged[0], revenue, *merged[1:]]
+    try:
+        schema = Check.from_json(_mapping(ordered[0]["schema"]))
+        checks = [schema]
+        if not schema.mismatches:
+            found = LedgerCounts()
+            for p in ordered:
+                found.add(LedgerCounts.from_json(_mapping(p["ledger"])))
+            merged = merge([Check.from_json(_mapping(c)) for c in _list(p["checks"])] for p in ordered)
+            revenue = revenue_check((str(s), str(i)) for s, i in (_list(p["revenue"]) for p in ordered))
+            checks += [*ledger_checks(counts, found), merged[0], revenue, *merged[1:]]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise TerminalError(
+            f"the cross-check of {run_dir} got a malformed part ({type(exc).__name__}: {exc}). "
+            "Hint: rerun the verify tasks of this run."
+        ) from None
     seconds = round(seconds, 3)
     mismatches = sum(c.mismatches for c in checks)
     report = None
@@ -281,7 +296,8 @@ def verify_staged(
     location = area.uri(REPORT_MD) if area.remote else None
     try:
         if partials is not None:
-            wall = seconds if seconds is not None else max(_num(p.get("seconds")) for p in partials or [{}])
+            given = [_num(p.get("seconds")) for p in partials if isinstance(p, Mapping)]
+            wall = seconds if seconds is not None else max(given, default=0.0)
             return conclude(area.local_dir(), as_of, counts, partials, seconds=wall, report_location=location)
         area.fetch(*stage.INPUTS, stage.REJECTS, stage.OUTPUT)
         return verify_run(
@@ -339,6 +355,9 @@ def _require_files(run_dir: Path) -> None:
             f"cannot cross-check {run_dir}: missing staged file(s) {', '.join(missing)}. "
             "Hint: run `fastclv run` for this as-of date first (with --no-verify to stage only)."
         )
+
+
+_PARTIAL_KEYS = ("part", "parts", "schema", "checks", "ledger", "revenue")
 
 
 def _mapping(value: object) -> Mapping[str, object]:
