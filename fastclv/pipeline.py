@@ -530,12 +530,9 @@ def verify_stage(
             settings.as_of,
             counts,
             model,
-            horizon_months=settings.horizon_months,
-            margin=settings.margin,
-            discount_rate=settings.discount_rate,
-            memory_limit=settings.duckdb_memory_limit,
             partials=partials,
             seconds=seconds,
+            **_check_settings(settings),
         )
     return result.as_dict()
 
@@ -552,24 +549,27 @@ def verify_part_stage(
 
     With the cross-check off (``settings.verify`` false) it checks nothing and returns ``{}``.
     """
-    from fastclv.verify import check_staged_part
+    from fastclv.verify import CHECKED, check_part
 
     if not stage_enabled("verify", settings):
         log.info("verify_part: off")
         return {}
     memory.limit()
     with staging_area(settings, area) as staged:
-        return check_staged_part(
-            staged,
-            settings.as_of,
-            model,
-            part=part,
-            parts=parts,
-            horizon_months=settings.horizon_months,
-            margin=settings.margin,
-            discount_rate=settings.discount_rate,
-            memory_limit=settings.duckdb_memory_limit,
+        staged.fetch(*CHECKED)
+        return check_part(
+            staged.local_dir(), settings.as_of, model, part=part, parts=parts, **_check_settings(settings)
         )
+
+
+def _check_settings(settings: Settings) -> dict[str, Any]:
+    """The settings a cross-check (or one of its parts) runs with, as its keyword arguments."""
+    return {
+        "horizon_months": settings.horizon_months,
+        "margin": settings.margin,
+        "discount_rate": settings.discount_rate,
+        "memory_limit": settings.duckdb_memory_limit or None,
+    }
 
 
 def _check_parts_locally(
@@ -580,9 +580,9 @@ def _check_parts_locally(
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from fastclv.verify import check_part
+    from fastclv.verify import CHECKED, check_part
 
-    staged.fetch(*stage.INPUTS, stage.REJECTS, stage.OUTPUT)
+    staged.fetch(*CHECKED)
     parts = settings.shards
     threads = max(1, (os.cpu_count() or 1) // parts)
     with ProcessPoolExecutor(parts, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -594,11 +594,8 @@ def _check_parts_locally(
                 model,
                 part=j,
                 parts=parts,
-                horizon_months=settings.horizon_months,
-                margin=settings.margin,
-                discount_rate=settings.discount_rate,
-                memory_limit=settings.duckdb_memory_limit or None,
                 threads=threads,
+                **_check_settings(settings),
             )
             for j in range(parts)
         ]

@@ -27,9 +27,9 @@ Example::
 from __future__ import annotations
 
 from fastclv.verify.crosscheck import (
+    CHECKED,
     VerifyResult,
     check_part,
-    check_staged_part,
     conclude,
     verify_run,
     verify_staged,
@@ -37,11 +37,11 @@ from fastclv.verify.crosscheck import (
 from fastclv.verify.report import REPORT_JSON, REPORT_MD
 
 __all__ = [
+    "CHECKED",
     "REPORT_JSON",
     "REPORT_MD",
     "VerifyResult",
     "check_part",
-    "check_staged_part",
     "conclude",
     "verify_run",
     "verify_staged",

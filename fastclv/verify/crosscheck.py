@@ -38,6 +38,9 @@ from fastclv.verify.checks import (
 from fastclv.verify.recompute import create_views, recompute
 from fastclv.verify.report import REPORT_JSON, REPORT_MD, error_message, write_report
 
+#: The staged files the cross-check reads (what a remote run's check fetches first).
+CHECKED = (*stage.INPUTS, stage.REJECTS, stage.OUTPUT)
+
 
 @dataclass(frozen=True)
 class VerifyResult:
@@ -286,7 +289,7 @@ def verify_staged(
     """Cross-check the staged files of ``area`` (fetched if remote); publish a failure's report.
 
     ``parts``: check that many customer parts one after the other (see :func:`verify_run`).
-    With ``partials`` (the mapped :func:`check_staged_part` tasks' results) it only concludes
+    With ``partials`` (the mapped :func:`check_part` tasks' results) it only concludes
     on them (their ``seconds``: the caller's wall time, else the longest part's).
 
     Returns the :class:`VerifyResult`; raises VerificationError on a mismatch
@@ -299,7 +302,7 @@ def verify_staged(
             given = [_num(p.get("seconds")) for p in partials if isinstance(p, Mapping)]
             wall = seconds if seconds is not None else max(given, default=0.0)
             return conclude(area.local_dir(), as_of, counts, partials, seconds=wall, report_location=location)
-        area.fetch(*stage.INPUTS, stage.REJECTS, stage.OUTPUT)
+        area.fetch(*CHECKED)
         return verify_run(
             area.local_dir(),
             as_of,
@@ -316,35 +319,6 @@ def verify_staged(
         if area.path(REPORT_MD).is_file():
             area.publish(REPORT_JSON, REPORT_MD)
         raise
-
-
-def check_staged_part(
-    area: stage.StagingArea,
-    as_of: date,
-    model: Mapping[str, object] | None,
-    *,
-    part: int,
-    parts: int,
-    horizon_months: int,
-    margin: float,
-    discount_rate: float,
-    memory_limit: str | None = None,
-    threads: int | None = None,
-) -> dict[str, object]:
-    """:func:`check_part` on the staged files of ``area`` (fetched first if remote)."""
-    area.fetch(*stage.INPUTS, stage.REJECTS, stage.OUTPUT)
-    return check_part(
-        area.local_dir(),
-        as_of,
-        model,
-        part=part,
-        parts=parts,
-        horizon_months=horizon_months,
-        margin=margin,
-        discount_rate=discount_rate,
-        memory_limit=memory_limit or None,
-        threads=threads,
-    )
 
 
 def _require_files(run_dir: Path) -> None:
