@@ -1,4 +1,5 @@
 # Type stubs of the compiled extension (native/py/src/lib.rs).
+import os
 from typing import Any
 
 class FormatError(Exception): ...
@@ -40,4 +41,7 @@ class Scan:
 
 def empty_batch(kind: str) -> Batch: ...
 def escape_raw(raw: bytes) -> str: ...
+def concat_parquet(
+    inputs: list[str | os.PathLike[str]], output: str | os.PathLike[str]
+) -> tuple[int, int]: ...  # noqa: E501
 def version() -> str: ...

@@ -18,8 +18,9 @@ each file, in contract order (customers, orders, items), goes through:
    dropped, every row of a conflicting key rejected); foreign keys are joined on a hash of
    the key and confirmed on the text (a text join when two parent keys share a hash).
    Valid rows are staged as ``<run>/<file>.parquet`` with their parent's row number: in row
-   order when the file is one bucket, else bucket after bucket (row order inside each), by
-   one streamed copy of the buckets' Arrow work files.
+   order when the file is one bucket, else bucket after bucket (row order inside each): each
+   bucket writes its part of the staged file as Parquet, and the parts are joined without
+   decoding them (:func:`fastclv.native.concat_parquet`: the encoded column chunks are copied).
 3. *rejects*: the scanner's rejects and the later ones merge, in row order, into
    ``<run>/rejects.parquet``. Rows rejected in step 2 get their raw text by reading their
    byte ranges back from the input: no second pass over a file.
@@ -557,8 +558,9 @@ _ORDER_KEYS = ["order_id", ROW, "order_ts", KEY_HASH]
 def _sink(spec: InputFile, frame: pl.LazyFrame, staged: Path, late: Path, keys: Path | None) -> Resolved:
     """Keep one bucket's valid rows and late rejects, and count them, in one query.
 
-    ``staged`` is the staged Parquet file itself, or an Arrow work file of one bucket (with
-    the key hash, for orders); ``keys`` is a work file of the orders' ``_ORDER_KEYS``.
+    ``staged`` is the staged Parquet file itself (one bucket) or the bucket's part of it, in
+    the staged columns and codec (:func:`finish_file` joins the parts without decoding them);
+    ``keys`` is a work file of the orders' ``_ORDER_KEYS``, which their items look up.
     """
     frame = frame.cache()
     valid = pl.col(REASON).is_null() & ~pl.col("_drop")
@@ -566,15 +568,8 @@ def _sink(spec: InputFile, frame: pl.LazyFrame, staged: Path, late: Path, keys: 
     with ExitStack() as stack:
         tmp = stack.enter_context(files.atomic_write(staged))
         late_tmp = stack.enter_context(files.atomic_write(late))
-        if staged.suffix == ".parquet":
-            sinks = [
-                rows.select(_staged_columns(spec)).sink_parquet(
-                    tmp, compression=stage.STAGED_INPUT_CODEC, lazy=True
-                )
-            ]
-        else:
-            hashed = [KEY_HASH] if spec is ORDERS else []
-            sinks = [rows.select(*_staged_columns(spec), *hashed).sink_ipc(tmp, compression=None, lazy=True)]
+        staged_rows = rows.select(_staged_columns(spec))
+        sinks = [staged_rows.sink_parquet(tmp, compression=stage.STAGED_INPUT_CODEC, lazy=True)]
         if keys is not None:
             keys_tmp = stack.enter_context(files.atomic_write(keys))
             sinks.append(rows.select(_ORDER_KEYS).sink_ipc(keys_tmp, compression=None, lazy=True))
@@ -599,18 +594,18 @@ def _sink(spec: InputFile, frame: pl.LazyFrame, staged: Path, late: Path, keys: 
 class BucketFiles:
     """Where one bucket's resolve writes: its valid rows, its late rejects, the orders' keys."""
 
+    #: The staged file (one bucket), or the bucket's part of it (Parquet, the staged columns).
     valid: Path
     late: Path
-    #: The columns of the staged orders that their items' resolve needs (one bucket only: with
-    #: several, each order bucket's ``valid`` work file serves).
+    #: The columns of the bucket's staged orders that their items' resolve needs (orders only).
     keys: Path | None
 
 
 def bucket_files(spec: InputFile, k: int, buckets: int, run_dir: Path, work_dir: Path) -> BucketFiles:
     """The outputs of bucket ``k`` of ``buckets``: one bucket is staged as it is resolved."""
     one = buckets == 1
-    valid = run_dir / f"{spec.name}.parquet" if one else work_dir / f"{spec.name}.valid.b{k}.arrow"
-    keys = work_dir / "orders.keys.arrow" if one and spec is ORDERS else None
+    valid = run_dir / f"{spec.name}.parquet" if one else work_dir / f"{spec.name}.valid.b{k}.parquet"
+    keys = work_dir / ("orders.keys.arrow" if one else f"orders.keys.b{k}.arrow") if spec is ORDERS else None
     return BucketFiles(valid, work_dir / f"{spec.name}.late.b{k}.arrow", keys)
 
 
@@ -651,10 +646,10 @@ def _resolve_file(
 ) -> tuple[FileCounts, list[Path]]:
     """Resolve one file bucket by bucket, stage it and its rejects, and count.
 
-    One bucket is staged as it is resolved. Several are kept as Arrow work files, then
-    staged in bucket order (row order inside each bucket) by one streamed copy, the file's
-    one Parquet encoding. Returns the counts and, for orders, a work file per bucket with
-    the columns its items need (the caller removes them).
+    One bucket is staged as it is resolved. Several are each written as their part of the
+    staged file (Parquet, the staged codec), then joined in bucket order (row order inside
+    each bucket) without decoding them. Returns the counts and, for orders, a work file per
+    bucket with the columns its items need (the caller removes them).
     """
     total = Resolved()
     n = len(scanned.buckets)
@@ -668,12 +663,10 @@ def _resolve_file(
             log.debug("%s: bucket %d resolved in %.2f s", spec.file_name, k, time.perf_counter() - t0)
         counts = finish_file(spec, scanned, total, outputs, out, rejects_out)
     finally:
-        if spec is not ORDERS and n > 1:
+        if n > 1:
             for bucket in outputs:
                 bucket.valid.unlink(missing_ok=True)
-    if spec is not ORDERS:
-        return counts, []
-    return counts, [outputs[0].keys] if n == 1 and outputs[0].keys else [b.valid for b in outputs]
+    return counts, [b.keys for b in outputs if b.keys is not None]
 
 
 def finish_file(
@@ -686,16 +679,14 @@ def finish_file(
     *,
     keep_work: bool = False,
 ) -> FileCounts:
-    """Stage a resolved file (several buckets: one streamed copy) and its rejects, and count.
+    """Stage a resolved file (several buckets: their parts joined) and its rejects, and count.
 
     The scan's rejects and the late rejects are removed after use unless ``keep_work`` (the
     sharded plan keeps them until the end, so that a retried task finds them).
     """
     if len(outputs) > 1:
         t0 = time.perf_counter()
-        parent = [PARENT_ROW[spec.name]] if spec.name in PARENT_ROW else []
-        staged = pl.scan_ipc([b.valid for b in outputs]).select(*VALID_SCHEMAS[spec.name].names(), *parent)
-        stage.sink_parquet(staged, out, compression=stage.STAGED_INPUT_CODEC)
+        stage.join_parquet([b.valid for b in outputs], out)
         log.debug("%s: staged in %.2f s", spec.file_name, time.perf_counter() - t0)
     # The rows rejected after the scan are few: sorted whole, then merged with the scanner's.
     late_rows = pl.scan_ipc([b.late for b in outputs]).sort(ROW)

@@ -13,6 +13,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -186,6 +187,21 @@ def empty_batch(kind: str) -> pa.RecordBatch:
 def escape_raw(raw: bytes) -> str:
     """A reject's raw text from its bytes, exactly as the scanner writes it."""
     return str(_native.escape_raw(raw))
+
+
+def concat_parquet(inputs: list[Path], output: Path) -> tuple[int, int]:
+    """Write the Parquet files ``inputs`` (one schema), in order, as ``output``; (rows, row groups).
+
+    Their encoded column chunks are copied, not decoded: row groups, encodings, compression,
+    statistics and the first file's key-value metadata (the Arrow schema) are kept. The
+    caller makes the write atomic.
+
+    Raises:
+        OSError: an input cannot be read or the output cannot be written (errno kept).
+        ValueError: an input is not Parquet, or not of the first one's schema and metadata.
+    """
+    rows, groups = _native.concat_parquet([str(p) for p in inputs], str(output))
+    return int(rows), int(groups)
 
 
 def version() -> str:

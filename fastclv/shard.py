@@ -172,9 +172,7 @@ def _bucket_files(area: stage.StagingArea, the_plan: Plan, file: str, k: int) ->
 def _order_parts(area: stage.StagingArea, the_plan: Plan) -> list[Path]:
     """The work files with the orders' keys that the items' buckets look their order up in."""
     outputs = [_bucket_files(area, the_plan, ORDERS.name, k) for k in range(the_plan.buckets)]
-    if the_plan.buckets == 1 and outputs[0].keys is not None:
-        return [outputs[0].keys]
-    return [b.valid for b in outputs]
+    return [b.keys for b in outputs if b.keys is not None]
 
 
 def _scanned(area: stage.StagingArea, the_plan: Plan, file: str, scans: list[RangeScan]) -> ex.Scanned:

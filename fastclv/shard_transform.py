@@ -331,7 +331,7 @@ def assemble(
     with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
         names = [_part_names(j)["output"] for j in done]
         staged.fetch(*names)
-        stage.sink_parquet(pl.scan_parquet([staged.path(n) for n in names]), staged.path(stage.OUTPUT))
+        stage.join_parquet([staged.path(n) for n in names], staged.path(stage.OUTPUT))
         staged.publish(stage.OUTPUT)
         return _holdout_result(settings, staged, done, backtest)
 
@@ -349,7 +349,7 @@ def _holdout_result(
     names = [_part_names(j)["holdout"] for j in parts]
     staged.fetch(*names)
     out = staged.path(holdout.HOLDOUT)
-    stage.sink_parquet(pl.scan_parquet([staged.path(n) for n in names]), out)
+    stage.join_parquet([staged.path(n) for n in names], out)
     staged.publish(holdout.HOLDOUT)
     figures = pl.read_parquet(out, columns=["frequency_cal", "actual_holdout", "predicted_holdout"])
     return holdout.result_of(figures, days, cal_end, dict(backtest["params"]), backtest["log_likelihood"])

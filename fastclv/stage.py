@@ -124,6 +124,18 @@ def sink_parquet(frame: pl.LazyFrame, path: Path, *, compression: Literal["lz4",
         frame.sink_parquet(tmp, engine="streaming", compression=compression)
 
 
+def join_parquet(parts: list[Path], path: Path) -> None:
+    """Write Parquet files of one schema, in order, as ``path``, atomically, without decoding them.
+
+    The parts' encoded column chunks are copied (:func:`fastclv.native.concat_parquet`): the
+    result has their row groups, codec and statistics, at the cost of copying the bytes.
+    """
+    from fastclv import native
+
+    with files.atomic_write(path) as tmp:
+        native.concat_parquet(parts, tmp)
+
+
 def sink_ipc(frame: pl.LazyFrame, path: Path) -> None:
     """Stream a LazyFrame to an Arrow IPC file atomically (work files: cheap to write)."""
     with files.atomic_write(path) as tmp:

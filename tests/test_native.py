@@ -10,10 +10,13 @@ boundaries everywhere, multi-line records across them included.
 from __future__ import annotations
 
 import tempfile
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -217,3 +220,76 @@ def test_scan_reports_progress_and_batches_in_file_order(tmp_path: Path) -> None
     assert [r for batch in rows for r in batch] == list(range(1, 20_001))
     assert scan.rows == 20_000
     assert scan.bytes_read == len(data)
+
+
+# --------------------------------------------------------------------------- joining Parquet parts
+
+
+def _part(rows: range) -> pl.DataFrame:
+    """A part of a staged-orders-like file: every type the staged inputs carry."""
+    return pl.DataFrame(
+        {
+            "row": list(rows),
+            "order_id": [f"o{i}" if i % 7 else None for i in rows],
+            "order_ts": [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=i) for i in rows],
+            "amount": [Decimal(i) / 100 for i in rows],
+            "status": [("completed", "cancelled")[i % 2] for i in rows],
+        },
+        schema={
+            "row": pl.Int64,
+            "order_id": pl.String,
+            "order_ts": pl.Datetime("us", "UTC"),
+            "amount": pl.Decimal(18, 2),
+            "status": pl.Enum(["completed", "cancelled"]),
+        },
+    )
+
+
+def test_joined_parquet_parts_read_back_as_the_parts_one_after_the_other(tmp_path: Path) -> None:
+    from fastclv import stage
+
+    frames = [_part(range(0, 70_000)), _part(range(0)), _part(range(70_000, 70_005)), _part(range(9, 30_000))]
+    paths = []
+    for k, frame in enumerate(frames):
+        paths.append(tmp_path / f"p{k}.parquet")
+        # As the buckets write them: streamed, the staged codec, several row groups for the large one.
+        stage.sink_parquet(frame.lazy(), paths[-1], compression=stage.STAGED_INPUT_CODEC)
+    out = tmp_path / "joined.parquet"
+    stage.join_parquet(paths, out)
+
+    want = pl.concat(frames)
+    got = pl.read_parquet(out)
+    assert got.schema == want.schema  # the Arrow schema travels: Enum, UTC, Decimal(18,2)
+    assert_frame_equal(got, want)
+    groups = [pq.ParquetFile(p).metadata.num_row_groups for p in paths]
+    meta = pq.ParquetFile(out).metadata
+    assert meta.num_row_groups == sum(groups)
+    assert meta.num_rows == want.height
+    # Each row group keeps its statistics (the last one: rows 9 .. 29999 of the last part).
+    last = meta.row_group(meta.num_row_groups - 1).column(0).statistics
+    assert last.has_min_max
+    assert last.max == 29_999
+    con = duckdb.connect()
+    total = con.execute(f"SELECT count(*), sum(row), count(order_id) FROM read_parquet('{out}')").fetchone()
+    assert total == (want.height, want["row"].sum(), want["order_id"].count())
+
+
+def test_a_part_of_another_schema_or_missing_fails_and_leaves_the_target_as_it_was(tmp_path: Path) -> None:
+    from fastclv import stage
+
+    good, other = tmp_path / "good.parquet", tmp_path / "other.parquet"
+    _part(range(10)).write_parquet(good)
+    _part(range(10)).drop("status").write_parquet(other)
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"before")
+    with pytest.raises(ValueError, match=r"other\.parquet does not have the Parquet schema of .*good"):
+        stage.join_parquet([good, other], out)
+    with pytest.raises(FileNotFoundError):
+        stage.join_parquet([good, tmp_path / "missing.parquet"], out)
+    not_parquet = tmp_path / "text.parquet"
+    not_parquet.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"text\.parquet"):
+        stage.join_parquet([not_parquet], out)
+    assert out.read_bytes() == b"before"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["good.parquet", "other.parquet", "out.parquet", "text.parquet"]  # no temporary file

@@ -4,11 +4,14 @@
 //! * [`values`]: the contract's value rules (dates, timestamps, money, ...).
 //! * [`check`]: the row-level checks per file and the Arrow columns they fill.
 //! * [`scan`]: the parallel, bounded-memory driver over a byte stream.
+//! * [`concat`]: staged Parquet files joined without decoding them (the buckets' files into
+//!   the staged input).
 //!
 //! Duplicates, foreign keys and everything relational stay in Polars (STYLE.md).
 
 pub mod bucket;
 pub mod check;
+pub mod concat;
 pub mod csv;
 pub mod scan;
 pub mod values;

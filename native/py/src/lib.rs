@@ -13,6 +13,7 @@ use arrow_array::ffi::to_ffi;
 use arrow_array::{Array, RecordBatch, StructArray};
 use fastclv_core::bucket;
 use fastclv_core::check::{Columns, Kind};
+use fastclv_core::concat::{self, ConcatError};
 use fastclv_core::csv::Dialect;
 use fastclv_core::scan::{read_header, Layout, ScanError, Scanner, Tuning};
 use pyo3::create_exception;
@@ -482,6 +483,24 @@ fn escape_raw(raw: &[u8]) -> String {
     fastclv_core::check::escape_raw(raw)
 }
 
+/// Parquet files of one schema written as one file, their encoded column chunks copied as
+/// they are (see `fastclv_core::concat`): `(rows, row_groups)` of the output.
+#[pyfunction]
+fn concat_parquet(
+    py: Python<'_>,
+    inputs: Vec<std::path::PathBuf>,
+    output: std::path::PathBuf,
+) -> PyResult<(i64, usize)> {
+    let done = py
+        .detach(|| catch_unwind(AssertUnwindSafe(|| concat::concat(&inputs, &output))))
+        .map_err(|p| InternalError::new_err(panic_message(p.as_ref())))?;
+    match done {
+        Ok(c) => Ok((c.rows, c.row_groups)),
+        Err(ConcatError::Io(e)) => Err(e.into()),
+        Err(ConcatError::Format(m)) => Err(PyValueError::new_err(m)),
+    }
+}
+
 /// The crate's version, for diagnostics.
 #[pyfunction]
 fn version() -> &'static str {
@@ -497,5 +516,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(empty_batch, m)?)?;
     m.add_function(wrap_pyfunction!(escape_raw, m)?)?;
+    m.add_function(wrap_pyfunction!(concat_parquet, m)?)?;
     Ok(())
 }
