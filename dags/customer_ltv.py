@@ -5,8 +5,10 @@ fails the DagRun when a stage failed); the run due at D+1 00:05 UTC covers D. Wi
 param (or FASTCLV_SHARDS) above 1 the extract is the sharded plan, mapped over the workers
 (plan -> scan[range] -> stitch -> resolve_customers -> resolve_orders[bucket] ->
 resolve_items[bucket] -> extract, which stages) and so is the transform (parts -> history[part] -> fit
--> score[part] -> transform, which assembles the output) and the cross-check (verify_part[part]
--> verify, which concludes); with 1 those tasks map over nothing (skipped). Settings: DAG
+-> score[part] -> transform, which assembles the output), the cross-check (verify_part[part]
+-> verify, which concludes) and the load (load_prepare, the run's staging table -> load_part[part],
+each COPYing its row groups exactly once -> load, the one swap); with 1 those tasks map over
+nothing (skipped) and load_prepare prepares nothing. Settings: DAG
 params, else FASTCLV_* variables (one per Settings field), else defaults; resolved by begin,
 they travel without secrets, which each task adds from the connections fastclv_postgres,
 fastclv_storage (optional) and fastclv_alert_webhook (optional: the URL as its password, masked).
@@ -46,9 +48,12 @@ STAGES = ("begin", "extract", "transform", "verify", "load")
 SHARD_TASKS = ("plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items")
 SHARD_TRANSFORM_TASKS = ("parts", "history", "fit", "score")
 SHARD_VERIFY_TASKS = ("verify_part",)
+SHARD_LOAD_TASKS = ("load_prepare", "load_part")
+#: The tasks that map over nothing (skipped) when the run is not sharded.
+SHARDED = frozenset((*SHARD_TASKS, *SHARD_TRANSFORM_TASKS, *SHARD_VERIFY_TASKS, *SHARD_LOAD_TASKS))
 #: Every task of a run before finish, in run order (finish reports the first that failed).
 RUN_ORDER = ("begin", *SHARD_TASKS, "extract", *SHARD_TRANSFORM_TASKS, "transform", *SHARD_VERIFY_TASKS,
-             "verify", "load")  # fmt: skip
+             "verify", *SHARD_LOAD_TASKS, "load")  # fmt: skip
 #: Mapped task instances of one run that run at once (each holds about 1/N of the data).
 MAX_PARALLEL_SHARDS = int(os.environ.get("FASTCLV_MAX_PARALLEL_SHARDS") or 16)
 #: Seconds before a failed task's first retry (doubling up to 30 minutes).
@@ -239,8 +244,7 @@ def _first_failure(tasks: list[str], states: Mapping[str, str | None]) -> tuple[
             if key == name or (index != key and index.isdigit()):
                 mine[-1 if key == name else int(index)] = state
         for index, state in sorted(mine.items()):
-            sharded_task = name in (*SHARD_TASKS, *SHARD_TRANSFORM_TASKS, *SHARD_VERIFY_TASKS)
-            if state != "success" and not (sharded_task and state == "skipped"):
+            if state != "success" and not (name in SHARDED and state == "skipped"):
                 return name, (index if index >= 0 else None)
         if not mine and name in STAGES:
             return name, None
@@ -359,6 +363,27 @@ def verify_part(run: dict[str, Any], transformed: dict[str, Any], job: dict[str,
     return result
 
 
+@task
+def load_prepare(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sharded runs: create the run's staging table for the load by part; one job per part
+    (none when the run is not sharded or does not load: the load is then one task)."""
+    from fastclv.pipeline import load_prepare_stage
+
+    jobs: list[dict[str, Any]] = _call("load_prepare", run, load_prepare_stage)
+    return jobs
+
+
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def load_part(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """COPY one part of the output's row groups into the run's staging table (exactly once)."""
+    from fastclv.pipeline import load_part_stage
+
+    done: dict[str, Any] = _call(
+        "load_part", run, lambda settings: load_part_stage(settings, job["part"], job["parts"])
+    )
+    return done
+
+
 def _sharded_transform(run: Any, buckets: Any, items: Any) -> tuple[Any, Any]:
     """The sharded plan's transform tasks, mapped over customer parts: the part jobs, the last task."""
     jobs = parts(buckets)
@@ -387,6 +412,15 @@ def _sharded_transform_results(ti: Any) -> dict[str, Any] | None:
         return None
     scores = ti.xcom_pull(task_ids=["score"], map_indexes=list(range(len(fitted["parts"]))))
     return {"fitted": fitted, "scores": scores}
+
+
+def _sharded_load_results(ti: Any) -> list[dict[str, Any]] | None:
+    """What the load's part tasks returned, for the load task (None: not loaded by part)."""
+    jobs = ti.xcom_pull(task_ids="load_prepare")
+    if not jobs:
+        return None
+    done: list[dict[str, Any]] = ti.xcom_pull(task_ids=["load_part"], map_indexes=list(range(len(jobs))))
+    return done
 
 
 def _sharded_verify_results(ti: Any) -> list[dict[str, Any]] | None:
@@ -458,10 +492,13 @@ def customer_ltv() -> None:
         partials = _sharded_verify_results(current()["ti"])
         return _stage("verify", run, extract=extracted, transform=transformed, sharded=partials)
 
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def load(run: dict[str, Any]) -> dict[str, Any]:
-        """Swap the as-of date's partition of customer_ltv in, atomically."""
-        return _stage("load", run)
+        """Swap the as-of date's partition of customer_ltv in, atomically.
+
+        Sharded: swap in what the load_part tasks COPYed (pulled from XCom); else the whole load.
+        """
+        return _stage("load", run, sharded=_sharded_load_results(current()["ti"]))
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def finish() -> dict[str, Any]:
@@ -501,7 +538,9 @@ def customer_ltv() -> None:
     extracted, transformed = extract(run), transform(run)
     compared = verify_part.partial(run=run, transformed=transformed).expand(job=jobs)
     checked = verify(run, extracted, transformed)
-    chain(items, extracted, transformed, checked, load(run), finish(), report().as_teardown())
+    prepared = load_prepare(run)  # after verify: nothing is loaded before the cross-check passed
+    chain(items, extracted, transformed, checked, prepared, load_part.partial(run=run).expand(job=prepared),
+          load(run), finish(), report().as_teardown())  # fmt: skip
     chain(scored, transformed)
     chain(compared, checked)
 

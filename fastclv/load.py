@@ -30,6 +30,7 @@ leftover table from one that is still loading.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -152,6 +153,215 @@ def load_partition(
     )
 
 
+# -- the load by part (the sharded plan's mapped load) ---------------------------------------
+
+
+def _loaded_by(as_of: date, run_id: str) -> str:
+    return f"fastclv partition of {as_of.isoformat()}, loaded by run {run_id}"
+
+
+def _by_part(
+    pg_uri: str, as_of: date, schema: str, table: str, run_id: str, lock_timeout_s: float, work: Any
+) -> Any:
+    """Run ``work(loader)`` on a connection of its own, mapping driver errors as the load does."""
+    if lock_timeout_s <= 0:
+        raise ConfigError(f"lock_timeout_s must be > 0, got {lock_timeout_s}.")
+    names = _Names.build(schema, table, as_of, run_id, per_run=True)
+    conn = connect(pg_uri, names.display)
+    loader = _Loader(conn, names, as_of, lock_timeout_s, run_id, None, pg_uri, by_part=True)
+    try:
+        return work(loader)
+    except pg.Error as exc:
+        with contextlib.suppress(pg.Error):
+            conn.rollback()
+        raise loader.explain(exc) from None
+    finally:
+        close(conn)
+
+
+def begin_load_by_part(
+    pg_uri: str,
+    as_of: date,
+    *,
+    schema: str = "public",
+    table: str = "customer_ltv",
+    run_id: str,
+    lock_timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """Prepare a load in parts (each its own task): the run's staging table and the parts' log.
+
+    Creates the tables when missing and drops the leftovers of crashed loads of the date, as
+    :func:`load_partition` does; the staging table and log of an earlier attempt of the same
+    run are replaced (its parts are loaded again). Then :func:`load_part` for each part, in
+    any order and on any worker, and :func:`finish_load_by_part` once.
+    """
+
+    def work(loader: _Loader) -> dict[str, Any]:
+        n = loader.names
+        loader._step("ddl", "creating", loader._ensure)
+        loader._step("cleanup", "dropping leftovers of crashed loads of", loader._drop_strays)
+        loader.phase = "creating the staging table for"
+        for name in (n.staging, n.log):  # an earlier attempt of this run: start again
+            loader._execute(f"DROP TABLE IF EXISTS {qualified(n.schema, name)}")
+        loader._create_staging()
+        comment = f"{_STAGING_COMMENT} of run {loader.run_id} (its parts)".replace("'", "''")
+        loader._execute(
+            f"CREATE TABLE {qualified(n.schema, n.log)} (part integer PRIMARY KEY, row_count bigint NOT NULL)"
+        )
+        loader._execute(f"COMMENT ON TABLE {qualified(n.schema, n.log)} IS '{comment}'")
+        loader.conn.commit()
+        return {"table": n.display, "staging": n.staging}
+
+    result: dict[str, Any] = _by_part(pg_uri, as_of, schema, table, run_id, lock_timeout_s, work)
+    return result
+
+
+def load_part(
+    pg_uri: str,
+    source: str | Path,
+    as_of: date,
+    part: int,
+    parts: int,
+    *,
+    schema: str = "public",
+    table: str = "customer_ltv",
+    run_id: str,
+    storage_options: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """COPY part ``part`` of ``parts`` of the output file into the run's staging table.
+
+    A part is a run of the file's consecutive row groups. Its COPY and its line in the log
+    commit together: a retried part that had committed finds its line and COPYs nothing, a
+    part that had not left nothing behind. Returns ``{"part", "rows", "seconds"}``.
+    """
+    if not 0 <= part < parts:
+        raise ValueError(f"part must be in [0, {parts}), not {part}")
+    started = time.perf_counter()
+    where = f"{schema}.{table}"
+    whole = _Batches.open(source, as_of, where, storage_options)
+
+    def work(loader: _Loader) -> dict[str, Any]:
+        n = loader.names
+        loader.phase = "copying a part into the staging table for"
+        # While it copies, the staging table is in use: a load of the date that starts meanwhile
+        # does not take it for a crashed one.
+        loader._query(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0))", (loader._lock_key("staging", n.staging),)
+        )
+        if loader._query("SELECT to_regclass($1) IS NULL", (qualified(n.schema, n.log),))[0][0]:
+            raise LoadError(
+                f"the staging table {n.schema}.{n.staging} of run {run_id} is gone (dropped by a "
+                f"later load of {as_of}?), so part {part} cannot be loaded into {n.display}; the "
+                "table is unchanged. Hint: run the load again from its first task (load_prepare)."
+            )
+        done = _logged(loader, part)
+        if done is not None:
+            logger.info("load: part %d of %d was loaded already (%d rows; a retry)", part, parts, done)
+            return {"part": part, "rows": done, "seconds": 0.0}
+        batches = loader.batches = whole.part(part, parts)
+        with loader.conn.cursor() as cur:
+            cur.adbc_ingest(n.staging, batches.reader(), mode="append", db_schema_name=n.schema)
+        try:
+            log_row = f"INSERT INTO {qualified(n.schema, n.log)} VALUES ($1, $2) RETURNING part"  # noqa: S608
+            loader._query(log_row, (part, batches.count))
+            loader.conn.commit()
+        except pg.Error as exc:
+            if getattr(exc, "sqlstate", None) != "23505":
+                raise
+            loader.conn.rollback()  # another attempt of this part committed first: its rows stand
+            return {"part": part, "rows": _logged(loader, part), "seconds": 0.0}
+        return {"part": part, "rows": batches.count, "seconds": round(time.perf_counter() - started, 3)}
+
+    try:
+        result: dict[str, Any] = _by_part(pg_uri, as_of, schema, table, run_id, 10.0, work)
+    finally:
+        whole.close()
+    return result
+
+
+def output_rows(source: str | Path, storage_options: Mapping[str, str] | None = None) -> int:
+    """The rows of an output Parquet file (from its footer): what a load by part must swap in."""
+    batches = _Batches.open(source, date.min, "the load", storage_options)
+    try:
+        assert batches._parquet is not None
+        return int(batches._parquet.metadata.num_rows)
+    finally:
+        batches.close()
+
+
+def _logged(loader: _Loader, part: int) -> int | None:
+    """The rows the log holds for ``part`` (None: not loaded yet)."""
+    n = loader.names
+    found = loader._query(f"SELECT row_count FROM {qualified(n.schema, n.log)} WHERE part = $1", (part,))  # noqa: S608
+    return int(found[0][0]) if found else None
+
+
+def finish_load_by_part(
+    pg_uri: str,
+    as_of: date,
+    parts: int,
+    rows: int,
+    *,
+    schema: str = "public",
+    table: str = "customer_ltv",
+    run_id: str,
+    lock_timeout_s: float = 10.0,
+) -> LoadResult:
+    """Swap in what every part COPYed, in one transaction, as :func:`load_partition` does.
+
+    Refuses (LoadError, the table unchanged) unless the log holds each of the ``parts`` parts
+    once and ``rows`` rows in all. A retried finish whose swap had committed returns the same
+    result (the partition's comment names the run).
+    """
+    started = time.perf_counter()
+
+    def work(loader: _Loader) -> LoadResult:
+        n = loader.names
+        loader.phase = "checking the parts loaded into the staging table for"
+        if loader._query("SELECT to_regclass($1) IS NULL", (qualified(n.schema, n.staging),))[0][0]:
+            return _finished_already(loader, started)
+        logged = dict(loader._query(f"SELECT part, row_count FROM {qualified(n.schema, n.log)}"))  # noqa: S608
+        missing = sorted(set(range(parts)) - set(logged))
+        total = sum(int(v) for v in logged.values())
+        if missing or len(logged) != parts or total != rows:
+            raise LoadError(
+                f"the load of {as_of} into {n.display} is not complete: parts {missing or 'none'} of "
+                f"{parts} are missing, {len(logged)} logged, {total} rows against the {rows} of the "
+                "output. Hint: rerun the load tasks (load_prepare first); the table is unchanged."
+            )
+        loader.conn.commit()
+        loader._step("index", "adding the primary key to the staging table for", loader._add_key)
+        loader._step("swap", "swapping in the new partition of", loader._swap)
+        if loader.replaced:
+            loader._step("vacuum", "vacuuming the reloaded partition of", loader._vacuum)
+        seconds = time.perf_counter() - started
+        return LoadResult(n.display, loader.partition or n.partition, rows, seconds, loader.replaced_rows)
+
+    result: LoadResult = _by_part(pg_uri, as_of, schema, table, run_id, lock_timeout_s, work)
+    return result
+
+
+def _finished_already(loader: _Loader, started: float) -> LoadResult:
+    """The staging table is gone: the result if this run's swap committed, else a LoadError."""
+    n = loader.names
+    partition = loader._partition_of_date()
+    comment = None
+    if partition is not None:
+        found = loader._query(
+            "SELECT obj_description(to_regclass($1), 'pg_class')", (qualified(n.schema, partition),)
+        )
+        comment = found[0][0]
+    if partition is None or comment != _loaded_by(loader.as_of, loader.run_id):
+        raise LoadError(
+            f"the staging table {n.schema}.{n.staging} of run {loader.run_id} is gone and the "
+            f"partition of {loader.as_of} was not loaded by it (dropped by a later load of the "
+            "date?). Hint: run the load again from its first task (load_prepare)."
+        )
+    count = loader._query(f"SELECT count(*) FROM {qualified(n.schema, partition)}")[0][0]  # noqa: S608
+    logger.info("load: the swap of run %s had committed already (a retry)", loader.run_id)
+    return LoadResult(n.display, partition, int(count), time.perf_counter() - started, 0)
+
+
 @dataclass(frozen=True)
 class _Names:
     """Every identifier one load uses, validated up front."""
@@ -163,11 +373,17 @@ class _Names:
     display: str
 
     @classmethod
-    def build(cls, schema: str, table: str, as_of: date, run_id: str) -> _Names:
+    def build(cls, schema: str, table: str, as_of: date, run_id: str, *, per_run: bool = False) -> _Names:
+        """The names of one load.
+
+        ``per_run``: the staging table is the run's (the by-part load, whose tasks must agree
+        on it); else it is unique per attempt.
+        """
         check_names(schema, table)
         day = f"{as_of:%Y%m%d}"
         # Recognisable per run (hash of the run id) and unique per attempt (random part).
-        short = hashlib.sha256(run_id.encode()).hexdigest()[:4] + secrets.token_hex(2)
+        digest = hashlib.sha256(run_id.encode()).hexdigest()
+        short = digest[:8] if per_run else digest[:4] + secrets.token_hex(2)
         return cls(
             schema=schema,
             table=table,
@@ -175,6 +391,11 @@ class _Names:
             staging=f"{table}_s{day}_{short}",
             display=f"{schema}.{table}",
         )
+
+    @property
+    def log(self) -> str:
+        """The by-part load's log of the parts COPYed into the staging table (part, rows)."""
+        return f"{self.staging}_log"
 
     @property
     def staging_prefix(self) -> str:
@@ -278,6 +499,22 @@ class _Batches:
                 _Batches(batches, self._as_of.as_py(), self._where, self.label, parquet, start=start)
             )
         return parts
+
+    def part(self, part: int, parts: int) -> _Batches:
+        """Part ``part`` of ``parts``: the file's row groups cut into ``parts`` consecutive runs.
+
+        A part may hold no row group (a file of fewer row groups than parts): it is empty.
+        """
+        if self._parquet is None:
+            raise ValueError("only a Parquet file can be loaded by part")
+        meta = self._parquet.metadata
+        groups = meta.num_row_groups
+        a, b = groups * part // parts, groups * (part + 1) // parts
+        start = sum(meta.row_group(g).num_rows for g in range(a))
+        batches = self._parquet.iter_batches(
+            batch_size=BATCH_ROWS, row_groups=list(range(a, b)), columns=list(OUTPUT_SCHEMA)
+        )
+        return _Batches(batches, self._as_of.as_py(), self._where, self.label, self._parquet, start=start)
 
     @property
     def count(self) -> int:
@@ -384,11 +621,14 @@ class _Loader:
     as_of: date
     lock_timeout_s: float
     run_id: str
-    batches: _Batches
+    #: The rows to COPY (None: a step of the by-part load that copies nothing).
+    batches: _Batches | None
     pg_uri: str = field(repr=False)
     #: COPY streams into a new partition's staging table (each on its own connection).
     streams: int = 1
     phase: str = "preparing"
+    #: A step of the by-part load (:func:`begin_load_by_part`): the swap also drops the log.
+    by_part: bool = False
     staging_created: bool = False
     #: The partition the rows went into, and whether they replaced rows in place.
     partition: str | None = None
@@ -450,7 +690,8 @@ class _Loader:
         )
         self.conn.commit()
         for (name,) in strays:
-            key = self._lock_key("staging", name)
+            # A by-part load's log is in use while its staging table is (one lock for both).
+            key = self._lock_key("staging", name.removesuffix("_log"))
             got = self._query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", (key,))
             if not got[0][0]:
                 continue  # its load is still running
@@ -487,6 +728,7 @@ class _Loader:
         self.staging_created = True
 
     def _copy(self) -> None:
+        assert self.batches is not None
         parts = self.batches.split(self.streams)
         if len(parts) == 1:
             with self.conn.cursor() as cur:
@@ -516,7 +758,7 @@ class _Loader:
                 )
             conn.commit()
         except pg.Error:
-            if part.error is not None:  # the data, not the database: :meth:`explain` says which row
+            if part.error is not None and self.batches is not None:  # the data: :meth:`explain` says
                 self.batches.error = part.error
             raise
         finally:
@@ -557,6 +799,7 @@ class _Loader:
             self.conn.rollback()
             return
         n = self.names
+        assert self.batches is not None
         self.replaced_rows = self._delete_all(qualified(n.schema, partition))
         with self.conn.cursor() as cur:
             cur.adbc_ingest(partition, self.batches.reader(), mode="append", db_schema_name=n.schema)
@@ -602,6 +845,7 @@ class _Loader:
             self.replaced_rows = self._delete_all(target)
             self._execute(f"INSERT INTO {target} SELECT * FROM {qualified(n.schema, n.staging)}")  # noqa: S608
             self._execute(f"DROP TABLE {qualified(n.schema, n.staging)}")
+            self._mark(existing)
             self.conn.commit()
             self.partition, self.replaced = existing, True
             self.staging_created = False
@@ -614,14 +858,34 @@ class _Loader:
             f"ALTER TABLE {parent} ATTACH PARTITION {qualified(n.schema, n.partition)} "
             f"FOR VALUES IN ('{day}')"
         )
+        self._mark(n.partition)
         self.conn.commit()
         # It is the partition now. (Its session lock goes when the connection closes.)
         self.staging_created = False
         self.partition = n.partition
 
+    def _mark(self, partition: str) -> None:
+        """By part: in the swap's transaction, drop the parts' log and name the run on the partition.
+
+        The comment is how a retried finish tells that its swap committed; a partition this
+        role does not own keeps its comment (a savepoint: the swap goes on).
+        """
+        if not self.by_part:
+            return
+        n = self.names
+        self._execute(f"DROP TABLE IF EXISTS {qualified(n.schema, n.log)}")
+        comment = _loaded_by(self.as_of, self.run_id).replace("'", "''")
+        self._execute("SAVEPOINT fastclv_mark")
+        try:
+            self._execute(f"COMMENT ON TABLE {qualified(n.schema, partition)} IS '{comment}'")
+            self._execute("RELEASE SAVEPOINT fastclv_mark")
+        except pg.Error as exc:
+            self._execute("ROLLBACK TO SAVEPOINT fastclv_mark")
+            logger.warning("could not comment on %s.%s: %s", n.schema, partition, driver_text(exc))
+
     def explain(self, exc: pg.Error) -> FastclvError:
         """The fastclv error for a driver error raised during :attr:`phase`."""
-        if self.batches.error is not None:
+        if self.batches is not None and self.batches.error is not None:
             cause = self.batches.error
             if isinstance(cause, FastclvError):
                 return cause

@@ -275,7 +275,8 @@ def run_stage(
         partials: Any = (earlier or {}).get("sharded")  # the verify_part tasks' results (a list)
         result = {"verify": verify_stage(settings, counts, model, area=area, partials=partials)}
     elif name == "load":
-        result = {"load": load_stage(settings, area=area)}
+        parts_done: Any = (earlier or {}).get("sharded")  # the load_part tasks' results (a list)
+        result = {"load": load_stage(settings, area=area, parts=parts_done)}
     else:
         raise ValueError(f"no stage {name!r}; the stages are {', '.join(STAGES)}")
     memory.release()
@@ -602,31 +603,113 @@ def _check_parts_locally(
         return [job.result() for job in jobs]
 
 
-def load_stage(settings: Settings, *, area: stage.StagingArea | None = None) -> dict[str, object]:
-    """Load the staged output into PostgreSQL, replacing the partition of the as-of date."""
+def load_stage(
+    settings: Settings,
+    *,
+    area: stage.StagingArea | None = None,
+    parts: list[dict[str, Any]] | None = None,
+) -> dict[str, object]:
+    """Load the staged output into PostgreSQL, replacing the partition of the as-of date.
+
+    A sharded run (``shards`` > 1) loads by part: the run's staging table, then ``shards``
+    parts of the output's row groups COPYed on connections of their own, then one swap. With
+    ``parts`` (the results of :func:`load_part_stage`, a scheduler's mapped tasks, after
+    :func:`load_prepare_stage`) only the swap is left; else this does every step, the parts
+    on threads.
+    """
     from fastclv import load
 
     if not settings.pg_uri:
         raise ConfigError("no PostgreSQL URI configured. Hint: pass --pg-uri or --no-load.")
+    t0 = time.perf_counter()
     with staging_area(settings, area) as staged:
-        staged.fetch(stage.OUTPUT)
-        result = load.load_partition(
-            settings.pg_uri,
-            staged.path(stage.OUTPUT),
-            settings.as_of,
-            schema=settings.pg_schema,
-            table=settings.table,
-            lock_timeout_s=settings.lock_timeout_s,
-            run_id=settings.run_id or "manual",
-            streams=settings.shards,
-        )
-    return {
+        if settings.shards > 1:
+            if parts is None:
+                parts = _load_parts_locally(settings, staged)
+            rows = load.output_rows(staged.uri(stage.OUTPUT), settings.storage_options)
+            result = load.finish_load_by_part(
+                settings.pg_uri, settings.as_of, settings.shards, rows, **_load_settings(settings)
+            )
+        else:
+            staged.fetch(stage.OUTPUT)
+            result = load.load_partition(
+                settings.pg_uri,
+                staged.path(stage.OUTPUT),
+                settings.as_of,
+                schema=settings.pg_schema,
+                table=settings.table,
+                lock_timeout_s=settings.lock_timeout_s,
+                run_id=settings.run_id or "manual",
+            )
+    done: dict[str, object] = {
         "table": result.table,
         "partition": result.partition,
         "rows": result.rows,
-        "seconds": result.seconds,
+        "seconds": round(time.perf_counter() - t0, 3),
         "replaced_rows": result.replaced_rows,
     }
+    if parts is not None:
+        done["parts"] = len(parts)
+        done["part_seconds"] = [part.get("seconds") for part in sorted(parts, key=lambda p: int(p["part"]))]
+    return done
+
+
+def _load_settings(settings: Settings) -> dict[str, Any]:
+    """Where a load by part goes, as the keyword arguments of its steps."""
+    return {
+        "schema": settings.pg_schema,
+        "table": settings.table,
+        "run_id": settings.run_id or "manual",
+        "lock_timeout_s": settings.lock_timeout_s,
+    }
+
+
+def load_prepare_stage(settings: Settings) -> list[dict[str, int]]:
+    """A sharded run's load, first task: the run's staging table; one job per part to COPY.
+
+    Not sharded, or the load off: nothing to prepare, no job (the load is one task).
+    """
+    from fastclv import load
+
+    if settings.shards <= 1 or not stage_enabled("load", settings):
+        return []
+    if not settings.pg_uri:
+        raise ConfigError("no PostgreSQL URI configured. Hint: pass --pg-uri or --no-load.")
+    load.begin_load_by_part(settings.pg_uri, settings.as_of, **_load_settings(settings))
+    return [{"part": j, "parts": settings.shards} for j in range(settings.shards)]
+
+
+def load_part_stage(
+    settings: Settings, part: int, parts: int, *, area: stage.StagingArea | None = None
+) -> dict[str, Any]:
+    """One part of a sharded run's load (a mapped task): its row groups of the output COPYed."""
+    from fastclv import load
+
+    if not settings.pg_uri:
+        raise ConfigError("no PostgreSQL URI configured. Hint: pass --pg-uri or --no-load.")
+    where = _load_settings(settings)
+    with staging_area(settings, area) as staged:
+        return load.load_part(
+            settings.pg_uri,
+            staged.uri(stage.OUTPUT),
+            settings.as_of,
+            part,
+            parts,
+            schema=where["schema"],
+            table=where["table"],
+            run_id=where["run_id"],
+            storage_options=settings.storage_options,
+        )
+
+
+def _load_parts_locally(settings: Settings, staged: stage.StagingArea) -> list[dict[str, Any]]:
+    """Every step of a load by part but the swap, the parts on threads (each its connection)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = load_prepare_stage(settings)
+    with ThreadPoolExecutor(len(jobs), thread_name_prefix="fastclv-load") as pool:
+        futures = [pool.submit(load_part_stage, settings, j["part"], j["parts"], area=staged) for j in jobs]
+        return [future.result() for future in futures]
 
 
 def describe_error(exc: BaseException, settings: Settings | None = None) -> dict[str, Any]:

@@ -334,6 +334,106 @@ def test_a_crashed_loads_staging_table_is_dropped_by_the_next_load(
     assert_holds(pg_uri, pg_schema, frame)
 
 
+# -- the load by part (the sharded plan's mapped tasks) -----------------------------------------
+
+
+def _by_part(pg_uri: str, schema: str, path: Path, parts: int, run_id: str, order: list[int]) -> list[int]:
+    """Begin a load by part and COPY the parts of ``order``; the rows each part COPYed."""
+    load.begin_load_by_part(pg_uri, D, schema=schema, run_id=run_id)
+    done = [load.load_part(pg_uri, path, D, j, parts, schema=schema, run_id=run_id) for j in order]
+    assert [d["part"] for d in done] == order
+    return [int(d["rows"]) for d in done]
+
+
+def test_a_load_by_part_in_any_order_gives_the_rows_of_the_file_once(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    old, new = ltv_frame(D, 300, "old"), ltv_frame(D, 1000, "new")
+    other_day = ltv_frame(D1, 20, "d1")
+    load.load_partition(pg_uri, parquet(other_day, tmp_path), D1, schema=pg_schema, run_id="d1")
+    path = tmp_path / "groups.parquet"
+    new.write_parquet(path, row_group_size=250)  # 4 row groups over 6 parts: 2 parts are empty
+    assert pa.parquet.ParquetFile(path).metadata.num_row_groups == 4
+    rows = _by_part(pg_uri, pg_schema, path, 6, "first", [5, 0, 3, 1, 4, 2])
+    assert sorted(rows) == [0, 0, 250, 250, 250, 250]
+    assert_holds(pg_uri, pg_schema, other_day)  # nothing of D is visible before the swap
+    done = load.finish_load_by_part(pg_uri, D, 6, 1000, schema=pg_schema, run_id="first")
+    assert (done.rows, done.replaced_rows, done.partition) == (1000, 0, "customer_ltv_p20250131")
+    assert_holds(pg_uri, pg_schema, pl.concat([other_day, new]))
+    assert staging_tables(pg_uri, pg_schema) == []  # the staging table became the partition; no log
+
+    # A reload of the date by part replaces its rows (in one transaction, as a reload does).
+    old_path = parquet(old, tmp_path)
+    _by_part(pg_uri, pg_schema, old_path, 2, "again", [1, 0])
+    done = load.finish_load_by_part(pg_uri, D, 2, 300, schema=pg_schema, run_id="again")
+    assert (done.rows, done.replaced_rows) == (300, 1000)
+    assert_holds(pg_uri, pg_schema, pl.concat([other_day, old]))
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+def test_a_retried_part_or_finish_does_its_work_once(pg_uri: str, pg_schema: str, tmp_path: Path) -> None:
+    frame = ltv_frame(D, 500)
+    path = tmp_path / "f.parquet"
+    frame.write_parquet(path, row_group_size=100)
+    # Part 1 runs twice: as a task retried after its commit (its result was lost).
+    assert _by_part(pg_uri, pg_schema, path, 3, "retried", [0, 1, 1, 2]) == [100, 200, 200, 200]
+    first = load.finish_load_by_part(pg_uri, D, 3, 500, schema=pg_schema, run_id="retried")
+    assert first.rows == 500
+    assert_holds(pg_uri, pg_schema, frame)
+    # The finish retried after its swap committed: the same result, nothing changed.
+    again = load.finish_load_by_part(pg_uri, D, 3, 500, schema=pg_schema, run_id="retried")
+    assert (again.rows, again.partition) == (500, first.partition)
+    assert_holds(pg_uri, pg_schema, frame)
+    # Another run's finish without its own staging table is refused.
+    with pytest.raises(LoadError, match=r"staging table .* of run never-began is gone"):
+        load.finish_load_by_part(pg_uri, D, 3, 500, schema=pg_schema, run_id="never-began")
+
+
+def test_a_missing_or_bad_part_is_refused_and_the_table_stays_as_it_was(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    before = ltv_frame(D, 50, "before")
+    load.load_partition(pg_uri, parquet(before, tmp_path), D, schema=pg_schema, run_id="before")
+    frame = ltv_frame(D, 300)
+    path = tmp_path / "f.parquet"
+    frame.write_parquet(path, row_group_size=100)
+    _by_part(pg_uri, pg_schema, path, 3, "short", [0, 2])
+    with pytest.raises(LoadError, match=r"parts \[1\] of 3 are missing, 2 logged, 200 rows against the 300"):
+        load.finish_load_by_part(pg_uri, D, 3, 300, schema=pg_schema, run_id="short")
+    assert_holds(pg_uri, pg_schema, before)
+    # A part whose rows are not of the date fails alone and logs nothing: its retry can succeed.
+    bad = frame.with_columns(
+        as_of=pl.when(pl.col("customer_id") == "a000150").then(pl.lit(D1)).otherwise("as_of")
+    )
+    bad_path = tmp_path / "bad.parquet"
+    bad.write_parquet(bad_path, row_group_size=100)
+    with pytest.raises(LoadError, match=r"row 151 of .*bad\.parquet has as_of 2025-02-01"):
+        load.load_part(pg_uri, bad_path, D, 1, 3, schema=pg_schema, run_id="short")
+    with pytest.raises(LoadError, match=r"parts \[1\] of 3 are missing"):
+        load.finish_load_by_part(pg_uri, D, 3, 300, schema=pg_schema, run_id="short")
+    assert load.load_part(pg_uri, path, D, 1, 3, schema=pg_schema, run_id="short")["rows"] == 100
+    load.finish_load_by_part(pg_uri, D, 3, 300, schema=pg_schema, run_id="short")
+    assert_holds(pg_uri, pg_schema, frame)
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+def test_a_crashed_load_by_part_is_cleaned_up_by_the_next_load_of_the_date(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    frame = ltv_frame(D, 200)
+    path = parquet(frame, tmp_path)
+    _by_part(pg_uri, pg_schema, path, 2, "crashed", [0])  # its worker died before the rest
+    [staging, log] = sorted(n for n in staging_tables(pg_uri, pg_schema) if not n.endswith("_pkey"))
+    assert log == f"{staging}_log"  # the run's staging table and its log of the parts
+    load.load_partition(pg_uri, path, D, schema=pg_schema, run_id="next")
+    assert staging_tables(pg_uri, pg_schema) == []
+    assert_holds(pg_uri, pg_schema, frame)
+    # The crashed run's parts now find their staging table gone: an error, not a half load.
+    with pytest.raises(LoadError, match="is gone"):
+        load.load_part(pg_uri, path, D, 1, 2, schema=pg_schema, run_id="crashed")
+    assert_holds(pg_uri, pg_schema, frame)
+
+
 # -- types and data checks ---------------------------------------------------------------------
 
 

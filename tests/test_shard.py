@@ -209,10 +209,17 @@ def test_run_with_shards_loads_exactly_the_rows_of_the_unsharded_run(
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
+        summary = json.loads((tmp_path / str(shards) / "2025-12-31" / "summary.json").read_text())
+        # Sharded, the load is by part: N COPYs into the run's staging table, then one swap.
+        assert summary["load"].get("parts") == (shards if shards > 1 else None)
         with psycopg.connect(pg_uri) as conn:
             loaded[shards] = conn.execute(
                 f"SELECT * FROM {pg_schema}_{shards}.customer_ltv ORDER BY customer_id"
             ).fetchall()
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (f"{pg_schema}_{shards}",)
+            ).fetchall()
+            assert tables == [("customer_ltv",), ("customer_ltv_p20251231",), ("customer_ltv_runs",)]
             conn.execute(f"DROP SCHEMA {pg_schema}_{shards} CASCADE")
     assert len(loaded[1]) == json.loads((SAMPLE / "expected.json").read_text())["output_rows"]
     assert loaded[3] == loaded[1]

@@ -34,14 +34,16 @@ STAGES = ["begin", "extract", "transform", "verify", "load"]
 SHARD_TASKS = ["plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items"]
 SHARD_TRANSFORM_TASKS = ["parts", "history", "fit", "score"]
 SHARD_VERIFY_TASKS = ["verify_part"]
+#: load_prepare runs in every run (it prepares nothing unsharded); load_part maps over its jobs.
+SHARD_LOAD_TASKS = ["load_prepare", "load_part"]
 #: The order edges of the DAG (the data edges from begin, stitch... come on top).
 EDGES = [
     ("begin", "plan"), ("plan", "scan"), ("scan", "stitch"), ("stitch", "resolve_customers"),
     ("resolve_customers", "resolve_orders"), ("resolve_orders", "resolve_items"),
     ("resolve_items", "extract"), ("resolve_items", "parts"), ("parts", "history"), ("history", "fit"),
     ("fit", "score"), ("score", "transform"), ("extract", "transform"), ("transform", "verify_part"),
-    ("parts", "verify_part"), ("verify_part", "verify"), ("transform", "verify"), ("verify", "load"),
-    ("load", "finish"), ("finish", "report"),
+    ("parts", "verify_part"), ("verify_part", "verify"), ("transform", "verify"), ("verify", "load_prepare"),
+    ("load_prepare", "load_part"), ("load_part", "load"), ("load", "finish"), ("finish", "report"),
 ]  # fmt: skip
 PASSWORD = "Sup3r-Secret-Pw"  # the test server trusts 127.0.0.1, so any password works
 
@@ -162,6 +164,13 @@ def _table(pg_uri: str, schema: str) -> list[tuple[Any, ...]]:
     return _rows(pg_uri, schema, "SELECT * FROM {s}.customer_ltv ORDER BY as_of, customer_id")
 
 
+def _load_tables(pg_uri: str, schema: str) -> list[str]:
+    """The tables of the schema besides the output table and the ledger: its partitions, and
+    any staging table or log a load left."""
+    found = _rows(pg_uri, schema, "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", schema)
+    return [name for (name,) in found if name not in ("customer_ltv", "customer_ltv_runs")]
+
+
 def _ledger(pg_uri: str, schema: str) -> list[tuple[Any, ...]]:
     return _rows(
         pg_uri,
@@ -179,7 +188,14 @@ def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
 
     assert dagbag.import_errors == {}
     dag = dagbag.get_dag("customer_ltv")
-    tasks = [STAGES[0], *SHARD_TASKS, *SHARD_TRANSFORM_TASKS, *SHARD_VERIFY_TASKS, *STAGES[1:]]
+    tasks = [
+        STAGES[0],
+        *SHARD_TASKS,
+        *SHARD_TRANSFORM_TASKS,
+        *SHARD_VERIFY_TASKS,
+        *SHARD_LOAD_TASKS,
+        *STAGES[1:],
+    ]
     tasks += ["finish", "report"]
     order = [t.task_id for t in dag.topological_sort()]
     assert sorted(order) == sorted(tasks)
@@ -189,6 +205,9 @@ def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
     # The part tasks read only what the resolves made: they run beside the extract's staging.
     assert "parts" not in dag.get_task("extract").downstream_task_ids
     assert dag.get_task("finish").trigger_rule == "all_done"
+    # Nothing is loaded before the cross-check passed: load_prepare waits for verify only.
+    assert dag.get_task("load_prepare").upstream_task_ids == {"begin", "verify"}
+    assert dag.get_task("load").trigger_rule == "none_failed"  # load_part maps over nothing unsharded
     # The report runs whatever happened, and as a teardown its outcome never decides the run's.
     assert dag.get_task("report").is_teardown
     assert isinstance(dag.timetable, CronTriggerTimetable)
@@ -315,8 +334,9 @@ def test_a_sharded_run_maps_its_tasks_and_loads_exactly_the_unsharded_rows(
     whole = _run(dag, DUE_DEC_31)
     assert whole.state == "success", _states(whole)
     skipped = {ti.task_id for ti in whole.get_task_instances() if ti.state == "skipped"}
-    # not sharded: the plan maps over nothing
-    assert skipped == set(SHARD_TASKS + SHARD_TRANSFORM_TASKS + SHARD_VERIFY_TASKS) - {"plan"}
+    # not sharded: the plan maps over nothing, and so does the load's part task
+    assert skipped == {*SHARD_TASKS, *SHARD_TRANSFORM_TASKS, *SHARD_VERIFY_TASKS, "load_part"} - {"plan"}
+    assert _load_tables(pg_uri, pg_schema) == ["customer_ltv_p20251230"]  # no staging table or log left
     rows, ledger = _table(pg_uri, pg_schema), _ledger(pg_uri, pg_schema)
 
     sharded = _run(dag, DUE_DEC_31, shards=3)
@@ -325,17 +345,22 @@ def test_a_sharded_run_maps_its_tasks_and_loads_exactly_the_unsharded_rows(
     assert {ti.state for ti in instances} == {"success"}
     mapped = {
         name: sorted(ti.map_index for ti in instances if ti.task_id == name)
-        for name in SHARD_TASKS + SHARD_TRANSFORM_TASKS + SHARD_VERIFY_TASKS
+        for name in SHARD_TASKS + SHARD_TRANSFORM_TASKS + SHARD_VERIFY_TASKS + SHARD_LOAD_TASKS
     }
     assert mapped["scan"] == list(range(9))  # 3 byte ranges of each of the 3 files
     assert mapped["resolve_orders"] == mapped["resolve_items"] == [0]  # the sample is one bucket
     assert mapped["history"] == mapped["score"] == [0, 1, 2]  # 3 customer parts
     assert mapped["fit"] == [-1]  # one fit, on the merged histograms
     assert mapped["verify_part"] == [0, 1, 2]  # the cross-check by customer part, then one verdict
-    verified = json.loads((env / "2025-12-30" / "summary.json").read_text())["verify"]
-    assert verified["parts"] == 3
-    assert len(verified["part_seconds"]) == 3
+    assert mapped["load_part"] == [0, 1, 2]  # 3 COPYs into the run's staging table, then one swap
+    summary = json.loads((env / "2025-12-30" / "summary.json").read_text())
+    assert summary["verify"]["parts"] == 3
+    assert len(summary["verify"]["part_seconds"]) == 3
+    assert summary["load"]["parts"] == 3
+    assert summary["load"]["rows"] == len(rows)
+    assert summary["load"]["replaced_rows"] == len(rows)  # the date was loaded by the run above
     assert _table(pg_uri, pg_schema) == rows
+    assert _load_tables(pg_uri, pg_schema) == ["customer_ltv_p20251230"]
     [*_, again] = _ledger(pg_uri, pg_schema)
     assert again[1:4] == ledger[0][1:4]  # status, output rows and counts of the unsharded run
     assert not (env / "2025-12-30" / "_shards").exists()
