@@ -53,7 +53,7 @@ from fastclv import storage
 from fastclv.contract import OUTPUT_PG_TYPES, OUTPUT_SCHEMA, output_arrow_schema
 from fastclv.db import close, connect, driver_text, map_error, qualified, quote
 from fastclv.ddl import check_names, ensure_tables, table_ddl
-from fastclv.errors import ConfigError, FastclvError, LoadError
+from fastclv.errors import ConfigError, FastclvError, LoadError, TransientError
 from fastclv.secrets import redact
 
 logger = logging.getLogger("fastclv.load")
@@ -201,6 +201,7 @@ def begin_load_by_part(
         loader._step("ddl", "creating", loader._ensure)
         loader._step("cleanup", "dropping leftovers of crashed loads of", loader._drop_strays)
         loader.phase = "creating the staging table for"
+        loader._hold_staging(shared=False)  # no task of this run's load is still writing into it
         for name in (n.staging, n.log):  # an earlier attempt of this run: start again
             loader._execute(f"DROP TABLE IF EXISTS {qualified(n.schema, name)}")
         loader._create_staging()
@@ -245,9 +246,7 @@ def load_part(
         loader.phase = "copying a part into the staging table for"
         # While it copies, the staging table is in use: a load of the date that starts meanwhile
         # does not take it for a crashed one.
-        loader._query(
-            "SELECT pg_advisory_lock(hashtextextended($1, 0))", (loader._lock_key("staging", n.staging),)
-        )
+        loader._hold_staging(shared=True)  # the parts copy side by side
         if loader._query("SELECT to_regclass($1) IS NULL", (qualified(n.schema, n.log),))[0][0]:
             raise LoadError(
                 f"the staging table {n.schema}.{n.staging} of run {run_id} is gone (dropped by a "
@@ -318,6 +317,7 @@ def finish_load_by_part(
     def work(loader: _Loader) -> LoadResult:
         n = loader.names
         loader.phase = "checking the parts loaded into the staging table for"
+        loader._hold_staging(shared=False)  # until the swap: no part writes, no begin replaces
         if loader._query("SELECT to_regclass($1) IS NULL", (qualified(n.schema, n.staging),))[0][0]:
             return _finished_already(loader, started)
         logged = dict(loader._query(f"SELECT part, row_count FROM {qualified(n.schema, n.log)}"))  # noqa: S608
@@ -339,6 +339,37 @@ def finish_load_by_part(
 
     result: LoadResult = _by_part(pg_uri, as_of, schema, table, run_id, lock_timeout_s, work)
     return result
+
+
+def abandon_load_by_part(
+    pg_uri: str, as_of: date, *, schema: str = "public", table: str = "customer_ltv", run_id: str
+) -> bool:
+    """Drop a failed run's staging table and log of parts (best effort; never raises).
+
+    What a run whose load by part cannot finish leaves behind, dropped at once rather than by
+    the next load of the date. Skipped (False) while a task of that load still holds them.
+    """
+    names = _Names.build(schema, table, as_of, run_id, per_run=True)
+    try:
+        conn = connect(pg_uri, names.display)
+    except FastclvError as exc:
+        logger.warning("could not drop the staging table of run %s: %s", run_id, exc)
+        return False
+    loader = _Loader(conn, names, as_of, 10.0, run_id, None, pg_uri, by_part=True)
+    try:
+        loader._hold_staging(shared=False)
+        loader._set_lock_timeout()
+        for name in (names.staging, names.log):
+            loader._execute(f"DROP TABLE IF EXISTS {qualified(names.schema, name)}")
+        conn.commit()
+        return True
+    except (pg.Error, FastclvError) as exc:
+        shown = redact(driver_text(exc), pg_uri=pg_uri) if isinstance(exc, pg.Error) else str(exc)
+        logger.warning("could not drop the staging table %s.%s (a later load of %s will): %s",
+                       names.schema, names.staging, as_of, shown)  # fmt: skip
+        return False
+    finally:
+        close(conn)
 
 
 def _finished_already(loader: _Loader, started: float) -> LoadResult:
@@ -712,6 +743,25 @@ class _Loader:
                 self._query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", (key,))
                 self.conn.commit()
 
+    def _hold_staging(self, *, shared: bool) -> None:
+        """By part: hold the staging table's in-use lock for this session, or fail (retryable).
+
+        Parts share it while they COPY; the begin and the finish hold it alone, so neither
+        replaces nor swaps a staging table while a part still writes into it. A load of the
+        date that starts meanwhile (:meth:`_drop_strays`) leaves a held table alone.
+        """
+        kind = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        got = self._query(
+            f"SELECT {kind}(hashtextextended($1, 0))", (self._lock_key("staging", self.names.staging),)
+        )
+        self.conn.commit()
+        if not got[0][0]:
+            raise TransientError(
+                f"the staging table {self.names.schema}.{self.names.staging} of run {self.run_id} is "
+                f"in use by another task of the same load of {self.as_of} (a part still copying, "
+                "or an earlier attempt of this task). Hint: the retry waits for it to end."
+            )
+
     def _create_staging(self) -> None:
         n = self.names
         # A session-level lock, held until we disconnect, marks the table as in use.
@@ -766,6 +816,14 @@ class _Loader:
 
     def _add_key(self) -> None:
         n = self.names
+        if (
+            self.by_part
+            and self._query(
+                "SELECT to_regclass($1) IS NOT NULL", (qualified(n.schema, n.staging + "_pkey"),)
+            )[0][0]
+        ):
+            self.conn.commit()  # a retried finish: the key was built (and committed) before
+            return
         self._execute(
             f"ALTER TABLE {qualified(n.schema, n.staging)} ADD CONSTRAINT {quote(n.staging + '_pkey')} "
             "PRIMARY KEY (as_of, customer_id)"
@@ -881,7 +939,8 @@ class _Loader:
             self._execute("RELEASE SAVEPOINT fastclv_mark")
         except pg.Error as exc:
             self._execute("ROLLBACK TO SAVEPOINT fastclv_mark")
-            logger.warning("could not comment on %s.%s: %s", n.schema, partition, driver_text(exc))
+            shown = redact(driver_text(exc), pg_uri=self.pg_uri)
+            logger.warning("could not comment on %s.%s: %s", n.schema, partition, shown)
 
     def explain(self, exc: pg.Error) -> FastclvError:
         """The fastclv error for a driver error raised during :attr:`phase`."""

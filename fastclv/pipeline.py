@@ -623,9 +623,17 @@ def load_stage(
         raise ConfigError("no PostgreSQL URI configured. Hint: pass --pg-uri or --no-load.")
     t0 = time.perf_counter()
     with staging_area(settings, area) as staged:
-        if settings.shards > 1:
-            if parts is None:
+        if settings.shards > 1 and parts is None:  # every step here: what fails is dropped here
+            try:
                 parts = _load_parts_locally(settings, staged)
+                rows = load.output_rows(staged.uri(stage.OUTPUT), settings.storage_options)
+                result = load.finish_load_by_part(
+                    settings.pg_uri, settings.as_of, settings.shards, rows, **_load_settings(settings)
+                )
+            except BaseException:
+                abandon_load(settings)
+                raise
+        elif settings.shards > 1:
             rows = load.output_rows(staged.uri(stage.OUTPUT), settings.storage_options)
             result = load.finish_load_by_part(
                 settings.pg_uri, settings.as_of, settings.shards, rows, **_load_settings(settings)
@@ -662,6 +670,21 @@ def _load_settings(settings: Settings) -> dict[str, Any]:
         "run_id": settings.run_id or "manual",
         "lock_timeout_s": settings.lock_timeout_s,
     }
+
+
+def abandon_load(settings: Settings) -> None:
+    """A failed sharded run: drop what its load by part left in the database (best effort)."""
+    from fastclv import load
+
+    if settings.shards > 1 and stage_enabled("load", settings) and settings.pg_uri:
+        where = _load_settings(settings)
+        load.abandon_load_by_part(
+            settings.pg_uri,
+            settings.as_of,
+            schema=where["schema"],
+            table=where["table"],
+            run_id=where["run_id"],
+        )
 
 
 def load_prepare_stage(settings: Settings) -> list[dict[str, int]]:
@@ -777,6 +800,7 @@ def finish_stages(
         summary.status = "succeeded"
     else:
         _failed(summary, error or {})
+        abandon_load(settings.replace(run_id=summary.run_id))
     finish(settings.replace(run_id=summary.run_id), summary)
     return summary
 

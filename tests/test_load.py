@@ -417,6 +417,72 @@ def test_a_missing_or_bad_part_is_refused_and_the_table_stays_as_it_was(
     assert staging_tables(pg_uri, pg_schema) == []
 
 
+def _hold(conn: psycopg.Connection[Any], key: str, *, shared: bool = False) -> None:
+    """Take a session advisory lock on ``key`` as fastclv hashes it (another task's session)."""
+    kind = "pg_advisory_lock_shared" if shared else "pg_advisory_lock"
+    conn.execute(f"SELECT {kind}(hashtextextended(%s, 0))", (key,))
+
+
+def test_parts_copy_side_by_side_and_the_finish_waits_for_them(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    frame = ltv_frame(D, 300)
+    path = tmp_path / "f.parquet"
+    frame.write_parquet(path, row_group_size=100)
+    staging = load.begin_load_by_part(pg_uri, D, schema=pg_schema, run_id="side")["staging"]
+    with psycopg.connect(pg_uri, autocommit=True) as part_copying:
+        _hold(part_copying, f"fastclv:staging:{pg_schema}.{staging}", shared=True)  # part 0, mid-COPY
+        # Another part does not wait for it ...
+        assert load.load_part(pg_uri, path, D, 1, 3, schema=pg_schema, run_id="side")["rows"] == 100
+        # ... but the finish and a new begin of the run do: retryable, and nothing changed.
+        with pytest.raises(TransientError, match="in use by another task of the same load"):
+            load.finish_load_by_part(pg_uri, D, 3, 300, schema=pg_schema, run_id="side")
+        with pytest.raises(TransientError, match="in use by another task of the same load"):
+            load.begin_load_by_part(pg_uri, D, schema=pg_schema, run_id="side")
+        # A load of the date by another run leaves the staging table in use alone.
+        load.load_partition(pg_uri, parquet(ltv_frame(D, 5, "x"), tmp_path), D, schema=pg_schema, run_id="x")
+        assert staging in staging_tables(pg_uri, pg_schema)
+    for j in (0, 2):
+        load.load_part(pg_uri, path, D, j, 3, schema=pg_schema, run_id="side")
+    assert load.finish_load_by_part(pg_uri, D, 3, 300, schema=pg_schema, run_id="side").replaced_rows == 5
+    assert_holds(pg_uri, pg_schema, frame)
+
+
+def test_a_finish_that_timed_out_at_the_swap_succeeds_on_its_retry(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    frame = ltv_frame(D, 200)
+    _by_part(pg_uri, pg_schema, parquet(frame, tmp_path), 2, "slow", [0, 1])
+    with psycopg.connect(pg_uri) as other:  # another load of the date is swapping: the date's lock
+        other.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"fastclv:swap:{pg_schema}.customer_ltv:{D}",),
+        )
+        with pytest.raises(TransientError, match="lock timeout"):
+            load.finish_load_by_part(pg_uri, D, 2, 200, schema=pg_schema, run_id="slow", lock_timeout_s=0.2)
+        other.rollback()
+    assert table_rows(pg_uri, pg_schema).height == 0
+    # The retry finds the primary key built by the first attempt, and swaps.
+    assert load.finish_load_by_part(pg_uri, D, 2, 200, schema=pg_schema, run_id="slow").rows == 200
+    assert_holds(pg_uri, pg_schema, frame)
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
+def test_a_failed_load_by_part_is_dropped_when_its_run_ends(
+    pg_uri: str, pg_schema: str, tmp_path: Path
+) -> None:
+    _by_part(pg_uri, pg_schema, parquet(ltv_frame(D, 100), tmp_path), 2, "failed", [1])
+    assert staging_tables(pg_uri, pg_schema) != []
+    with psycopg.connect(pg_uri, autocommit=True) as part_copying:  # a part (a zombie) still copies
+        staging = next(n for n in staging_tables(pg_uri, pg_schema) if n.endswith("_log")).removesuffix(
+            "_log"
+        )
+        _hold(part_copying, f"fastclv:staging:{pg_schema}.{staging}", shared=True)
+        assert load.abandon_load_by_part(pg_uri, D, schema=pg_schema, run_id="failed") is False
+    assert load.abandon_load_by_part(pg_uri, D, schema=pg_schema, run_id="failed") is True
+    assert staging_tables(pg_uri, pg_schema) == []
+
+
 def test_a_crashed_load_by_part_is_cleaned_up_by_the_next_load_of_the_date(
     pg_uri: str, pg_schema: str, tmp_path: Path
 ) -> None:
