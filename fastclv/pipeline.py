@@ -623,21 +623,19 @@ def load_stage(
         raise ConfigError("no PostgreSQL URI configured. Hint: pass --pg-uri or --no-load.")
     t0 = time.perf_counter()
     with staging_area(settings, area) as staged:
-        if settings.shards > 1 and parts is None:  # every step here: what fails is dropped here
+        if settings.shards > 1:
+            local = parts is None  # every step here: what fails is dropped here
             try:
-                parts = _load_parts_locally(settings, staged)
+                if parts is None:
+                    parts = _load_parts_locally(settings, staged)
                 rows = load.output_rows(staged.uri(stage.OUTPUT), settings.storage_options)
                 result = load.finish_load_by_part(
                     settings.pg_uri, settings.as_of, settings.shards, rows, **_load_settings(settings)
                 )
             except BaseException:
-                abandon_load(settings)
+                if local:
+                    abandon_load(settings)
                 raise
-        elif settings.shards > 1:
-            rows = load.output_rows(staged.uri(stage.OUTPUT), settings.storage_options)
-            result = load.finish_load_by_part(
-                settings.pg_uri, settings.as_of, settings.shards, rows, **_load_settings(settings)
-            )
         else:
             staged.fetch(stage.OUTPUT)
             result = load.load_partition(
