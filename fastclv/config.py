@@ -129,9 +129,9 @@ class Settings:
     bucket_mib: int = field(
         default=128,
         metadata=_doc(
-            "Input MiB per key-hash bucket: orders and items are resolved one bucket at a time, so "
-            "a smaller value holds less memory (0: one bucket; at L the extract is then about a "
-            "quarter faster and holds 2.6 GiB instead of 1)."
+            "Input MiB per key-hash bucket: orders and items are resolved, and their purchase days "
+            "made, one bucket at a time, so a smaller value holds less memory (0: one bucket; at L "
+            "the extract is then about a quarter faster and holds 2.6 GiB instead of 1)."
         ),
     )
     shards: int = field(
@@ -163,10 +163,11 @@ class Settings:
     statsd_prefix: str = field(
         default="fastclv", metadata=_doc("Prefix of every StatsD metric name (fastclv.rows.read.orders).")
     )
-    # Off by default: the cross-check is not the run's peak (extract and transform are), and at
-    # 1M customers "1GB" costs it a third more time (8 -> 11 s) for 1.6 -> 1.2 GB.
+    # 1GB by default: with the extract by bucket and the history by part, the whole check was
+    # the run's peak, and it grew with the input (1.73 GiB at 1M customers). At 1M customers
+    # 1GB costs it 8 -> 11 s for 1.73 -> 1.17 GiB (benchmarks/ANALYSIS.md).
     duckdb_memory_limit: str = field(
-        default="",
+        default="1GB",
         metadata=_doc(
             "Memory DuckDB may use in the cross-check before it spills to the run's work folder "
             "(a DuckDB size such as 1GB; empty: DuckDB's default, 80% of the memory)."

@@ -686,7 +686,7 @@ def finish_file(
     """
     if len(outputs) > 1:
         t0 = time.perf_counter()
-        stage.join_parquet([b.valid for b in outputs], out)
+        stage.join_parquet([b.valid for b in outputs], out, rows_key=stage.BUCKET_ROWS)
         log.debug("%s: staged in %.2f s", spec.file_name, time.perf_counter() - t0)
     # The rows rejected after the scan are few: sorted whole, then merged with the scanner's.
     late_rows = pl.scan_ipc([b.late for b in outputs]).sort(ROW)

@@ -160,16 +160,23 @@ def backtest(
     output: Path,
     *,
     penalizer: float = 0.0,
+    calibration: pl.DataFrame | None = None,
 ) -> HoldoutResult:
-    """Run the backtest on staged inputs and write ``output`` (holdout.parquet) when it ran."""
+    """Run the backtest on staged inputs and write ``output`` (holdout.parquet) when it ran.
+
+    ``calibration``: the calibration frame (:func:`calibration_frame`) when it was made already
+    (the history by parts makes it from its purchase days); else it is made from the files.
+    """
     from fastclv import model  # numpy/scipy work
 
     if holdout_days <= 0:
         return HoldoutResult("off", holdout_days, reason="holdout_days is 0")
     cal_end = as_of - timedelta(days=holdout_days)
-    frame = calibration_frame(
-        pl.scan_parquet(customers), pl.scan_parquet(orders), as_of, holdout_days
-    ).collect(engine="streaming")
+    frame = calibration
+    if frame is None:
+        frame = calibration_frame(
+            pl.scan_parquet(customers), pl.scan_parquet(orders), as_of, holdout_days
+        ).collect(engine="streaming")
     span = int(frame["t_cal"].max()) + 1 if frame.height else 0  # type: ignore[arg-type]
     if reason := too_little(frame.height, span, cal_end, holdout_days):
         return skipped(reason, holdout_days, cal_end, frame.height)

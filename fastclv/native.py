@@ -189,18 +189,19 @@ def escape_raw(raw: bytes) -> str:
     return str(_native.escape_raw(raw))
 
 
-def concat_parquet(inputs: list[Path], output: Path) -> tuple[int, int]:
+def concat_parquet(inputs: list[Path], output: Path, rows_key: str | None = None) -> tuple[int, int]:
     """Write the Parquet files ``inputs`` (one schema), in order, as ``output``; (rows, row groups).
 
     Their encoded column chunks are copied, not decoded: row groups, encodings, compression,
-    statistics and the first file's key-value metadata (the Arrow schema) are kept. The
-    caller makes the write atomic.
+    statistics and the first file's key-value metadata (the Arrow schema) are kept. With
+    ``rows_key``, the inputs' row counts are written under that key of the output's
+    key-value metadata, as a JSON list. The caller makes the write atomic.
 
     Raises:
         OSError: an input cannot be read or the output cannot be written (errno kept).
         ValueError: an input is not Parquet, or not of the first one's schema and metadata.
     """
-    rows, groups = _native.concat_parquet([str(p) for p in inputs], str(output))
+    rows, groups = _native.concat_parquet([str(p) for p in inputs], str(output), rows_key)
     return int(rows), int(groups)
 
 

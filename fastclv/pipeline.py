@@ -441,7 +441,7 @@ def transform_stage(
             model, model_seconds = done.model, done.model_seconds
             backtest, holdout_seconds = done.holdout, done.holdout_seconds
         else:
-            model, model_seconds = _transform_whole(settings, staged)
+            model, model_seconds, calibration = _transform_whole(settings, staged)
         t0 = time.perf_counter()
         rows, clv_total, predicted = (
             pl.scan_parquet(run_path / stage.OUTPUT)
@@ -465,6 +465,7 @@ def transform_stage(
                 settings.holdout_days,
                 run_path / holdout.HOLDOUT,
                 penalizer=settings.penalizer,
+                calibration=calibration,
             )
             if backtest.status == "ran":
                 staged.publish(holdout.HOLDOUT)
@@ -473,18 +474,33 @@ def transform_stage(
     return TransformResult(int(rows), model, model_seconds, total, backtest.as_dict(), holdout_seconds)
 
 
-def _transform_whole(settings: Settings, staged: stage.StagingArea) -> tuple[dict[str, object], float]:
-    """The unsharded transform: the history of every customer, then the model; its seconds."""
+def _transform_whole(
+    settings: Settings, staged: stage.StagingArea
+) -> tuple[dict[str, object], float, pl.DataFrame | None]:
+    """The unsharded transform: the history of every customer, then the model; its seconds.
+
+    Inputs staged in several key-hash buckets are taken bucket by bucket, then customer part by
+    part (:mod:`fastclv.history`, which also makes the holdout's calibration frame, returned);
+    an input of one bucket in one query.
+    """
+    from fastclv.history import history_by_parts
+
     staged.fetch(*stage.INPUTS)
     run_path = staged.local_dir()
     history = staged.work_dir() / "history.parquet"
     history.parent.mkdir(parents=True, exist_ok=True)
-    frames = {
-        name: pl.scan_parquet(run_path / f"{name}.parquet") for name in ("customers", "orders", "order_items")
-    }
-    stage.sink_parquet(
-        customer_ltv(frames["customers"], frames["orders"], frames["order_items"], settings.as_of), history
+    by_parts = history_by_parts(
+        run_path, staged.work_dir(), history, settings.as_of, holdout_days=settings.holdout_days
     )
+    if by_parts is None:
+        frames = {
+            name: pl.scan_parquet(run_path / f"{name}.parquet")
+            for name in ("customers", "orders", "order_items")
+        }
+        stage.sink_parquet(
+            customer_ltv(frames["customers"], frames["orders"], frames["order_items"], settings.as_of),
+            history,
+        )
     too_big = overflowing_totals(pl.scan_parquet(history)).head(5).collect()
     if too_big.height:
         raise overflow_error(too_big["customer_id"].to_list())
@@ -500,7 +516,7 @@ def _transform_whole(settings: Settings, staged: stage.StagingArea) -> tuple[dic
         penalizer=settings.penalizer,
     )
     staged.publish(stage.OUTPUT)
-    return model, time.perf_counter() - t0
+    return model, time.perf_counter() - t0, None if by_parts is None else by_parts.calibration
 
 
 def verify_stage(

@@ -52,6 +52,7 @@ from fastclv.transform import (
     merge_days,
     overflow_error,
     overflowing_totals,
+    part_of,
     purchase_days,
 )
 
@@ -64,11 +65,6 @@ HANDOFF = f"{PARTS}/plan.json"
 def customer_rows(scans: Iterable[RangeScan]) -> int:
     """Records of customers.csv (the highest customer row number is at most this + 1)."""
     return sum(s.rows for s in scans if s.file == "customers")
-
-
-def part_of(column: str, rows: int, parts: int) -> pl.Expr:
-    """The part of each customer row: ranges of rows, so parts in order are rows in order."""
-    return (pl.col(column).cast(pl.Int64) * parts // (rows + 2)).cast(pl.Int32)
 
 
 def _days_name(bucket: int, part: int) -> str:
@@ -485,7 +481,6 @@ __all__ = [
     "days",
     "fit",
     "history",
-    "part_of",
     "remove_work",
     "run_local",
     "score",

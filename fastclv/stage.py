@@ -53,6 +53,10 @@ REPORTS = ("verify_report.md", "verify_report.json")
 #: verify), so write speed wins. Measured at L on the 28M items: zstd 17.2 s, lz4 11.3 s for
 #: the items' resolve-and-stage step, at 1.3x zstd's file size.
 STAGED_INPUT_CODEC: Final = "lz4"
+#: Key of a staged input's Parquet metadata: the rows of each key-hash bucket, in file order
+#: (a JSON list). Orders and their items share their buckets, so bucket k of orders.parquet
+#: and bucket k of order_items.parquet hold every order of the bucket with all its items.
+BUCKET_ROWS: Final = "fastclv:bucket_rows"
 
 
 #: What a failed local write says, when it comes as text (Polars, pyarrow) rather than an errno.
@@ -124,16 +128,31 @@ def sink_parquet(frame: pl.LazyFrame, path: Path, *, compression: Literal["lz4",
         frame.sink_parquet(tmp, engine="streaming", compression=compression)
 
 
-def join_parquet(parts: list[Path], path: Path) -> None:
+def join_parquet(parts: list[Path], path: Path, *, rows_key: str | None = None) -> None:
     """Write Parquet files of one schema, in order, as ``path``, atomically, without decoding them.
 
     The parts' encoded column chunks are copied (:func:`fastclv.native.concat_parquet`): the
-    result has their row groups, codec and statistics, at the cost of copying the bytes.
+    result has their row groups, codec and statistics, at the cost of copying the bytes. With
+    ``rows_key`` (:data:`BUCKET_ROWS`) the parts' row counts go to the file's metadata.
     """
     from fastclv import native
 
     with files.atomic_write(path) as tmp:
-        native.concat_parquet(parts, tmp)
+        native.concat_parquet(parts, tmp, rows_key)
+
+
+def bucket_rows(path: Path) -> list[int]:
+    """The rows of each key-hash bucket of a staged input, in file order (:data:`BUCKET_ROWS`).
+
+    A file staged as one bucket, or written by another tool, is one bucket of all its rows.
+    """
+    meta = pl.read_parquet_metadata(path)
+    recorded = meta.get(BUCKET_ROWS)
+    if recorded is not None:
+        rows = json.loads(recorded)
+        if isinstance(rows, list) and all(isinstance(n, int) and n >= 0 for n in rows):
+            return rows
+    return [int(pl.scan_parquet(path).select(pl.len()).collect().item())]
 
 
 def sink_ipc(frame: pl.LazyFrame, path: Path) -> None:

@@ -82,6 +82,14 @@ def merge_days(partials: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def part_of(column: str, rows: int, parts: int) -> pl.Expr:
+    """The part of each customer row: ranges of rows, so parts in order are rows in order.
+
+    ``rows`` is the number of records of customers.csv (its rows are at most ``rows + 1``).
+    """
+    return (pl.col(column).cast(pl.Int64) * parts // (rows + 2)).cast(pl.Int32)
+
+
 def customer_history(days: pl.LazyFrame) -> pl.LazyFrame:
     """Per-customer aggregates of the purchase days (customers with counted orders only)."""
     first_day = pl.col("day").min()

@@ -40,7 +40,7 @@ NOT_DEFAULT: dict[str, tuple[str, object]] = {
     "storage_options": ('{"aws_region": "eu-west-1"}', {"aws_region": "eu-west-1"}),
     "statsd_host": ("statsd:9125", "statsd:9125"),
     "statsd_prefix": ("prod.fastclv", "prod.fastclv"),
-    "duckdb_memory_limit": ("1GB", "1GB"),
+    "duckdb_memory_limit": ("512MB", "512MB"),
     "run_id": ("run-7", "run-7"),
 }
 

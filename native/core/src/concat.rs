@@ -9,6 +9,9 @@
 //! The row groups, pages, encodings, compression and statistics of the inputs are kept, and
 //! so is the first input's key-value metadata (the Arrow schema Polars writes, so readers get
 //! the same types back). The inputs must have the same Parquet schema and key-value metadata.
+//! [`concat_recording`] also writes each input's row count under a key of the output's
+//! key-value metadata: the staged inputs say where each key-hash bucket's rows are, so that a
+//! reader can take one bucket at a time by a row slice.
 
 use std::fmt;
 use std::fs::File;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::file::writer::SerializedFileWriter;
 
@@ -61,24 +64,42 @@ fn parquet_error(e: ParquetError, what: &Path) -> ConcatError {
 }
 
 /// What [`concat`] wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Concatenated {
     pub rows: i64,
     pub row_groups: usize,
+    /// The rows of each input, in order.
+    pub input_rows: Vec<i64>,
 }
 
 /// Write `inputs`, in order, as one Parquet file at `output` (created or truncated).
 ///
 /// The caller makes the write atomic (a temporary name, renamed once this returns).
 pub fn concat<P: AsRef<Path>>(inputs: &[P], output: &Path) -> Result<Concatenated, ConcatError> {
+    concat_recording(inputs, output, None)
+}
+
+/// [`concat`], and with `rows_key` the inputs' row counts as a JSON list (`[3,0,5]`) under
+/// that key of the output's key-value metadata (replacing a value the first input has).
+pub fn concat_recording<P: AsRef<Path>>(
+    inputs: &[P],
+    output: &Path,
+    rows_key: Option<&str>,
+) -> Result<Concatenated, ConcatError> {
     let Some(first) = inputs.first() else {
         return Err(ConcatError::Format("no Parquet file to concatenate".into()));
     };
     let first_meta = read_metadata(first.as_ref())?;
     let file_meta = first_meta.file_metadata();
     let schema = file_meta.schema_descr_ptr();
+    let kept = file_meta.key_value_metadata().map(|kv| {
+        kv.iter()
+            .filter(|e| Some(e.key.as_str()) != rows_key)
+            .cloned()
+            .collect::<Vec<_>>()
+    });
     let properties = WriterProperties::builder()
-        .set_key_value_metadata(file_meta.key_value_metadata().cloned())
+        .set_key_value_metadata(kept)
         .set_created_by(file_meta.created_by().unwrap_or("fastclv").to_string())
         .set_writer_version(if file_meta.version() >= 2 {
             WriterVersion::PARQUET_2_0
@@ -92,6 +113,7 @@ pub fn concat<P: AsRef<Path>>(inputs: &[P], output: &Path) -> Result<Concatenate
     let mut done = Concatenated {
         rows: 0,
         row_groups: 0,
+        input_rows: Vec::with_capacity(inputs.len()),
     };
     for (i, path) in inputs.iter().enumerate() {
         let path = path.as_ref();
@@ -115,7 +137,16 @@ pub fn concat<P: AsRef<Path>>(inputs: &[P], output: &Path) -> Result<Concatenate
                 first.as_ref().display()
             )));
         }
+        let before = done.rows;
         append_row_groups(&mut writer, &meta, path, &mut done)?;
+        done.input_rows.push(done.rows - before);
+    }
+    if let Some(key) = rows_key {
+        let counts: Vec<String> = done.input_rows.iter().map(i64::to_string).collect();
+        writer.append_key_value_metadata(KeyValue::new(
+            key.to_string(),
+            format!("[{}]", counts.join(",")),
+        ));
     }
     writer.close().map_err(|e| parquet_error(e, output))?;
     Ok(done)
@@ -247,7 +278,8 @@ mod tests {
             done,
             Concatenated {
                 rows: 12,
-                row_groups: 3
+                row_groups: 3,
+                input_rows: vec![7, 0, 5],
             }
         );
         let mut want = rows(&a);
@@ -264,6 +296,47 @@ mod tests {
         let stats = meta.row_group(2).column(0).statistics().unwrap();
         assert_eq!(stats.min_bytes_opt(), Some(&200i64.to_le_bytes()[..]));
         assert_eq!(stats.max_bytes_opt(), Some(&204i64.to_le_bytes()[..]));
+    }
+
+    #[test]
+    fn the_inputs_row_counts_are_recorded_under_the_key_asked_for() {
+        let dir = tempdir();
+        let (a, b, c, out) = (dir.join("a"), dir.join("b"), dir.join("c"), dir.join("out"));
+        write(&a, 0, &[3, 4], SCHEMA, Some("x"));
+        write(&b, 100, &[], SCHEMA, Some("x"));
+        write(&c, 200, &[5], SCHEMA, Some("x"));
+        concat_recording(&[&a, &b, &c], &out, Some("rows")).unwrap();
+        let reader = SerializedFileReader::new(File::open(&out).unwrap()).unwrap();
+        let kv = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
+            .clone();
+        let got: Vec<(String, Option<String>)> = kv.into_iter().map(|e| (e.key, e.value)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("k".to_string(), Some("x".to_string())),
+                ("rows".to_string(), Some("[7,0,5]".to_string()))
+            ]
+        );
+        // Joined again under the same key, the old counts are replaced, not repeated.
+        let again = dir.join("again");
+        concat_recording(&[&out], &again, Some("rows")).unwrap();
+        let reader = SerializedFileReader::new(File::open(&again).unwrap()).unwrap();
+        let kv = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
+            .clone();
+        let values: Vec<Option<String>> = kv
+            .into_iter()
+            .filter(|e| e.key == "rows")
+            .map(|e| e.value)
+            .collect();
+        assert_eq!(values, vec![Some("[12]".to_string())]);
     }
 
     #[test]

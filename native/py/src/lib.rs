@@ -484,15 +484,22 @@ fn escape_raw(raw: &[u8]) -> String {
 }
 
 /// Parquet files of one schema written as one file, their encoded column chunks copied as
-/// they are (see `fastclv_core::concat`): `(rows, row_groups)` of the output.
+/// they are (see `fastclv_core::concat`): `(rows, row_groups)` of the output. With
+/// `rows_key`, the inputs' row counts are written under that key of its metadata.
 #[pyfunction]
+#[pyo3(signature = (inputs, output, rows_key=None))]
 fn concat_parquet(
     py: Python<'_>,
     inputs: Vec<std::path::PathBuf>,
     output: std::path::PathBuf,
+    rows_key: Option<String>,
 ) -> PyResult<(i64, usize)> {
     let done = py
-        .detach(|| catch_unwind(AssertUnwindSafe(|| concat::concat(&inputs, &output))))
+        .detach(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                concat::concat_recording(&inputs, &output, rows_key.as_deref())
+            }))
+        })
         .map_err(|p| InternalError::new_err(panic_message(p.as_ref())))?;
     match done {
         Ok(c) => Ok((c.rows, c.row_groups)),
