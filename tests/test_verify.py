@@ -443,3 +443,35 @@ def test_a_part_of_a_check_that_is_off_checks_nothing(tmp_path: Path) -> None:
     on = off.replace(verify=True)
     with pytest.raises(InputError, match="missing staged file"):
         verify_part_stage(on, None, 1, 3)
+
+
+@pytest.mark.parametrize("corruption", ["p-alive-of-many", "honest"])
+def test_the_predictive_checks_in_chunks_report_exactly_what_one_chunk_does(
+    staged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corruption: str
+) -> None:
+    """The closed forms run over chunks of customers (bounded memory): the same figures and examples."""
+    from fastclv.verify import checks
+
+    run_dir = _copy(staged, tmp_path)
+    change = CORRUPTIONS[corruption]
+    if change is not None:
+        _rewrite(run_dir, change)
+    summary = _summary(run_dir)
+
+    def verdict() -> tuple[dict[str, Any], Any]:
+        try:
+            result = verify_run(run_dir, AS_OF, summary["files"], summary["model"])
+        except VerificationError:
+            report = json.loads((run_dir / REPORT_JSON).read_text())
+            return report["checks"], report["differences"]
+        return result.checks, {}
+
+    one = verdict()
+    monkeypatch.setattr(checks, "PREDICTIVE_CHUNK", 7)
+    chunked = verdict()
+    assert chunked == one
+    p_alive = one[0]["column:p_alive"]
+    assert p_alive["compared"] > 7 * 3  # several chunks
+    if corruption != "honest":
+        assert p_alive["mismatches"] > 20  # more than the report's examples, over many chunks
+        assert len(next(iter(one[1].values()))) == 20

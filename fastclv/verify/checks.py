@@ -397,16 +397,44 @@ def predictive_checks(
     """Re-evaluate p_alive, expected_purchases and predicted_clv from the fitted parameters."""
     bg_raw = _params(model, "bgnbd", tuple(f.name for f in fields(BgNbdParams)))
     gg_raw = _params(model, "gamma_gamma", tuple(f.name for f in fields(GammaGammaParams)))
-    data = con.execute(
+    reader = con.sql(
         """
         SELECT customer_id,
                CAST(e_frequency AS DOUBLE) AS x, CAST(e_recency_days AS DOUBLE) AS tx,
-               CAST(e_t_days AS DOUBLE) AS t, e_monetary_value AS m,
-               s_p_alive, s_expected_purchases, CAST(s_predicted_clv AS DOUBLE) AS s_clv
+               CAST(e_t_days AS DOUBLE) AS t, CAST(e_monetary_value AS DOUBLE) AS m,
+               CAST(s_p_alive AS DOUBLE) AS s_p_alive,
+               CAST(s_expected_purchases AS DOUBLE) AS s_expected_purchases,
+               CAST(s_predicted_clv AS DOUBLE) AS s_clv
         FROM side_by_side
         WHERE in_expected AND in_staged AND e_orders_count > 0
         """
-    ).fetchnumpy()
+    ).to_arrow_reader(PREDICTIVE_CHUNK)
+    chunks = []
+    # In chunks of customers: the closed forms hold horizon_months doubles per customer.
+    for batch in reader:
+        data = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+        chunks.append(_predictive_chunk(data, bg_raw, gg_raw, horizon_months, margin, discount_rate))
+    if not chunks:
+        empty = np.zeros(0, dtype=np.float64)
+        data = dict.fromkeys(("x", "tx", "t", "m", "s_p_alive", "s_expected_purchases", "s_clv"), empty)
+        data["customer_id"] = np.zeros(0, dtype=object)
+        chunks.append(_predictive_chunk(data, bg_raw, gg_raw, horizon_months, margin, discount_rate))
+    return merge(chunks)
+
+
+#: Customers per chunk of the predictive checks (about 25 MB of closed-form values each).
+PREDICTIVE_CHUNK = 262_144
+
+
+def _predictive_chunk(
+    data: Mapping[str, Any],
+    bg_raw: dict[str, float] | None,
+    gg_raw: dict[str, float] | None,
+    horizon_months: int,
+    margin: float,
+    discount_rate: float,
+) -> list[Check]:
+    """The predictive checks of one chunk of customers (merged over chunks by :func:`merge`)."""
     ids = data["customer_id"]
     x, tx, age, m = (np.asarray(data[k], dtype=np.float64) for k in ("x", "tx", "t", "m"))
     staged = {
@@ -441,14 +469,12 @@ def predictive_checks(
                 f"a = {bg.a:.9g} is within {A_SINGULAR:g} of 1, where the closed form is 0/0: "
                 "not re-evaluated"
             )
-    checks = []
-    for column in PREDICTIVE_COLUMNS:
-        checks.append(
-            _compare_predictive(
-                column, ids, staged[column], recomputed[column], column in must_be_null, notes[column]
-            )
+    return [
+        _compare_predictive(
+            column, ids, staged[column], recomputed[column], column in must_be_null, notes[column]
         )
-    return checks
+        for column in PREDICTIVE_COLUMNS
+    ]
 
 
 def _compare_predictive(
