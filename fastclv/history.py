@@ -10,13 +10,14 @@ says where each bucket's rows are), and an order and all its items are in the sa
     history  (per part)    the customers of one part (a range of customer rows): their days of
                            every bucket merged, their historical columns, and their calibration
                            customers of the holdout backtest
-    join                   the parts' Parquet files, in order, as one file, without decoding them
 
-The parts in order are the customers in file order, so the file is the whole query's row for
-row, and the merged days are exactly the whole query's days (counts and money summed exactly,
-first and last times kept). This is the sharded plan's exchange (:mod:`fastclv.shard_transform`)
-run in one process, one piece at a time: each step holds one bucket's orders or one part's
-customers, whatever the size of the input.
+The parts in order are the customers in file order, so the parts' files, in order, are the whole
+query's file row for row, and the merged days are exactly the whole query's days (counts and
+money summed exactly, first and last times kept). This is the sharded plan's exchange
+(:mod:`fastclv.shard_transform`) run in one process, one piece at a time: each step holds one
+bucket's orders or one part's customers, whatever the size of the input. The model then takes
+the parts' files one at a time too (:func:`fastclv.model.staged.predict_parts`,
+:func:`fastclv.holdout.backtest_parts`).
 """
 
 from __future__ import annotations
@@ -63,28 +64,36 @@ def part_count(customers: int, part_customers: int) -> int:
 
 @dataclass(frozen=True)
 class ByParts:
-    """What :func:`history_by_parts` made besides the history file."""
+    """What :func:`history_by_parts` made: one file per customer part, in part order."""
 
     buckets: int
     parts: int
-    #: The holdout backtest's calibration customers (None when ``holdout_days`` is 0).
-    calibration: pl.DataFrame | None
+    #: The parts' historical columns (:data:`fastclv.contract.OUTPUT_SCHEMA`, predictions null).
+    histories: list[Path]
+    #: The parts' calibration customers of the holdout backtest (none when ``holdout_days`` is 0).
+    calibrations: list[Path]
+    #: The folder of these files (:meth:`remove` drops it).
+    folder: Path
+
+    def remove(self) -> None:
+        """Drop the parts' files."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def history_by_parts(
     run_path: Path,
     work_dir: Path,
-    out: Path,
     as_of: date,
     *,
     holdout_days: int,
     part_customers: int | None = None,
 ) -> ByParts | None:
-    """Write the historical columns of every customer to ``out``; None when the input is one bucket.
+    """The historical columns of every customer, by customer part; None when the input is one bucket.
 
-    Also makes the holdout backtest's calibration frame (:func:`fastclv.holdout.calibration_from_days`,
-    customers in file order). ``work_dir`` holds the purchase days' work files until this returns.
-    ``part_customers``: customers per part (default :data:`PART_CUSTOMERS`).
+    Also the holdout backtest's calibration customers of each part
+    (:func:`fastclv.holdout.calibration_from_days`, customers in file order). The files are under
+    ``work_dir / "parts"`` until :meth:`ByParts.remove`; the purchase days' work files are gone
+    when this returns. ``part_customers``: customers per part (default :data:`PART_CUSTOMERS`).
     """
     orders_path, items_path = run_path / "orders.parquet", run_path / "order_items.parquet"
     buckets = bucket_slices(orders_path, items_path)
@@ -96,26 +105,26 @@ def history_by_parts(
     )
     parts = part_count(int(customers_n), part_customers or PART_CUSTOMERS)
     records = int(top_row or 1) - 1
-    days_dir = work_dir / "days"
-    shutil.rmtree(days_dir, ignore_errors=True)
-    days_dir.mkdir(parents=True)
+    days_dir, parts_dir = work_dir / "days", work_dir / "parts"
+    for folder in (days_dir, parts_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
     t0 = time.perf_counter()
+    done = ByParts(len(buckets), parts, [], [], parts_dir)
     try:
         _bucket_days(orders_path, items_path, buckets, as_of, records, parts, days_dir)
         t1 = time.perf_counter()
-        outputs, calibration = _part_histories(
-            customers_path, days_dir, len(buckets), as_of, holdout_days, records, parts, work_dir
-        )
-        stage.join_parquet(outputs, out)
+        _part_histories(customers_path, days_dir, done, as_of, holdout_days, records)
+    except BaseException:
+        done.remove()
+        raise
     finally:
         shutil.rmtree(days_dir, ignore_errors=True)
-        for path in work_dir.glob("history.p*.parquet"):
-            path.unlink(missing_ok=True)
     log.info(
         "history in %d buckets and %d customer parts: days %.1f s, histories %.1f s",
         len(buckets), parts, t1 - t0, time.perf_counter() - t1,
     )  # fmt: skip
-    return ByParts(len(buckets), parts, calibration)
+    return done
 
 
 def _days_file(days_dir: Path, bucket: int, part: int) -> Path:
@@ -153,32 +162,26 @@ def _bucket_days(
 
 
 def _part_histories(
-    customers_path: Path,
-    days_dir: Path,
-    buckets: int,
-    as_of: date,
-    holdout_days: int,
-    records: int,
-    parts: int,
-    work_dir: Path,
-) -> tuple[list[Path], pl.DataFrame | None]:
-    """Each part's historical columns (a Parquet file each) and the calibration frames, joined."""
-    outputs: list[Path] = []
-    calibrations: list[pl.DataFrame] = []
-    for j in range(parts):
-        customers = pl.scan_parquet(customers_path).filter(part_of("row", records, parts) == j)
-        files = [_days_file(days_dir, k, j) for k in range(buckets)]
+    customers_path: Path, days_dir: Path, done: ByParts, as_of: date, holdout_days: int, records: int
+) -> None:
+    """Each part's historical columns and calibration customers: a Parquet file each, in ``done``."""
+    for j in range(done.parts):
+        customers = pl.scan_parquet(customers_path).filter(part_of("row", records, done.parts) == j)
+        files = [_days_file(days_dir, k, j) for k in range(done.buckets)]
         # The part's days once (about 1/parts of them), for its history and its calibration.
         days = merge_days(pl.scan_ipc(files)).collect(engine="streaming").lazy()
-        part_out = work_dir / f"history.p{j}.parquet"
+        part_out = done.folder / f"history.p{j}.parquet"
         stage.sink_parquet(customer_ltv_from_days(customers, days, as_of), part_out)
-        outputs.append(part_out)
+        done.histories.append(part_out)
         if holdout_days > 0:
-            frame = holdout.calibration_from_days(customers, days, as_of, holdout_days)
-            calibrations.append(frame.collect(engine="streaming"))
+            calibration = done.folder / f"calibration.p{j}.parquet"
+            stage.sink_parquet(
+                holdout.calibration_from_days(customers, days, as_of, holdout_days), calibration
+            )
+            done.calibrations.append(calibration)
+        del days
         for path in files:
             path.unlink()
-    return outputs, (pl.concat(calibrations) if calibrations else None)
 
 
 __all__ = ["PART_CUSTOMERS", "ByParts", "bucket_slices", "history_by_parts", "part_count"]

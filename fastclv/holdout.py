@@ -19,7 +19,7 @@ fitted on less history than it is asked to predict says little), or a degenerate
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -160,34 +160,134 @@ def backtest(
     output: Path,
     *,
     penalizer: float = 0.0,
-    calibration: pl.DataFrame | None = None,
 ) -> HoldoutResult:
     """Run the backtest on staged inputs and write ``output`` (holdout.parquet) when it ran.
 
-    ``calibration``: the calibration frame (:func:`calibration_frame`) when it was made already
-    (the history by parts makes it from its purchase days); else it is made from the files.
+    The calibration customers are streamed to a work file beside ``output`` first
+    (:func:`backtest_parts` of that one part).
     """
-    from fastclv import model  # numpy/scipy work
-
     if holdout_days <= 0:
         return HoldoutResult("off", holdout_days, reason="holdout_days is 0")
+    calibration = output.with_name(f"calibration.{output.name}")
+    frame = calibration_frame(pl.scan_parquet(customers), pl.scan_parquet(orders), as_of, holdout_days)
+    try:
+        stage.sink_parquet(frame, calibration)
+        return backtest_parts([calibration], as_of, holdout_days, output, penalizer=penalizer)
+    finally:
+        calibration.unlink(missing_ok=True)
+
+
+#: The calibration history of a customer (the columns of :func:`calibration_histogram`).
+CALIBRATION = ("frequency_cal", "recency_cal", "t_cal")
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Distinct calibration histories with their ``customers``; all customers; the span in days."""
+
+    rows: pl.DataFrame
+    customers: int
+    span: int
+
+    @staticmethod
+    def merged(parts: list[Histogram]) -> Histogram:
+        """The histogram of disjoint parts' customers (the rows concatenated, in part order)."""
+        return Histogram(
+            pl.concat([p.rows for p in parts]),
+            sum(p.customers for p in parts),
+            max((p.span for p in parts), default=0),
+        )
+
+
+def calibration_histogram(calibration: pl.LazyFrame) -> Histogram:
+    """The distinct (frequency_cal, recency_cal, t_cal) of some calibration customers, counted.
+
+    Histograms of disjoint customer sets, concatenated, fit (:func:`fit_histogram`) exactly as
+    the customers' own rows do: the fit dedupes its rows again, with the counts as weights.
+    """
+    rows, figures = pl.collect_all(
+        [
+            calibration.group_by(*CALIBRATION).agg(pl.len().cast(pl.Int64).alias("customers")),
+            calibration.select(
+                pl.len().alias("customers"), (pl.col("t_cal").max() + 1).fill_null(0).alias("span")
+            ),
+        ],
+        engine="streaming",
+    )
+    customers, span = figures.row(0)
+    return Histogram(rows, int(customers), int(span))
+
+
+def fit_histogram(
+    histogram: Histogram, as_of: date, holdout_days: int, *, penalizer: float
+) -> tuple[BgNbdParams, float | None] | str:
+    """The calibration fit on a (merged) histogram: its parameters and log-likelihood.
+
+    Or why the backtest is skipped: too little history (:func:`too_little`), a degenerate fit.
+    """
+    from fastclv import model
+
     cal_end = as_of - timedelta(days=holdout_days)
-    frame = calibration
-    if frame is None:
-        frame = calibration_frame(
-            pl.scan_parquet(customers), pl.scan_parquet(orders), as_of, holdout_days
-        ).collect(engine="streaming")
-    span = int(frame["t_cal"].max()) + 1 if frame.height else 0  # type: ignore[arg-type]
-    if reason := too_little(frame.height, span, cal_end, holdout_days):
-        return skipped(reason, holdout_days, cal_end, frame.height)
-    x, rec, age = (frame[c].to_numpy().astype(np.float64) for c in ("frequency_cal", "recency_cal", "t_cal"))
-    fit = model.fit_bgnbd(x, rec, age, penalizer=penalizer)
-    if fit.params is None:
-        reason = f"the calibration fit is degenerate: {fit.diagnostics.reason}"
-        return skipped(reason, holdout_days, cal_end, frame.height)
-    frame = predicted(frame, fit.params, holdout_days)
-    stage.write_parquet(frame, output)
-    return result_of(frame, holdout_days, cal_end, vars(fit.params), fit.diagnostics.log_likelihood)
+    if reason := too_little(histogram.customers, histogram.span, cal_end, holdout_days):
+        return reason
+    rows = histogram.rows
+    fitted = model.fit_bgnbd(
+        *(rows[c].to_numpy().astype(np.float64) for c in CALIBRATION),
+        penalizer=penalizer,
+        counts=rows["customers"].to_numpy().astype(np.float64),
+    )
+    if fitted.params is None:
+        return f"the calibration fit is degenerate: {fitted.diagnostics.reason}"
+    return fitted.params, fitted.diagnostics.log_likelihood
+
+
+def predict_part(calibration: Path, params: BgNbdParams, holdout_days: int, output: Path) -> None:
+    """One part's calibration customers with their predicted holdout purchases (:func:`predicted`)."""
+    stage.write_parquet(predicted(pl.read_parquet(calibration), params, holdout_days), output)
+
+
+def result_of_parts(
+    parts: list[Path],
+    output: Path,
+    as_of: date,
+    holdout_days: int,
+    params: dict[str, float],
+    log_likelihood: float | None,
+) -> HoldoutResult:
+    """The parts' predictions (:func:`predict_part`), in order, as ``output``, and their figures.
+
+    Reads back three columns of the calibration customers (16 bytes each).
+    """
+    stage.join_parquet(parts, output)
+    figures = pl.read_parquet(output, columns=["frequency_cal", "actual_holdout", "predicted_holdout"])
+    cal_end = as_of - timedelta(days=holdout_days)
+    return result_of(figures, holdout_days, cal_end, params, log_likelihood)
+
+
+def backtest_parts(
+    calibrations: list[Path], as_of: date, holdout_days: int, output: Path, *, penalizer: float
+) -> HoldoutResult:
+    """:func:`backtest` on the calibration customers of customer parts, one part at a time.
+
+    ``calibrations``: each part's :func:`calibration_from_days`, in part order (the customers'
+    file order): the fit on their merged histograms and the figures summed over the parts in
+    order are those of the backtest on every customer at once.
+    """
+    if holdout_days <= 0:
+        return HoldoutResult("off", holdout_days, reason="holdout_days is 0")
+    histogram = Histogram.merged([calibration_histogram(pl.scan_parquet(p)) for p in calibrations])
+    fitted = fit_histogram(histogram, as_of, holdout_days, penalizer=penalizer)
+    if isinstance(fitted, str):
+        return skipped(fitted, holdout_days, as_of - timedelta(days=holdout_days), histogram.customers)
+    params, log_likelihood = fitted
+    predictions = [p.with_name(f"predicted.{p.name}") for p in calibrations]
+    try:
+        for calibration, prediction in zip(calibrations, predictions, strict=True):
+            predict_part(calibration, params, holdout_days, prediction)
+        return result_of_parts(predictions, output, as_of, holdout_days, asdict(params), log_likelihood)
+    finally:
+        for prediction in predictions:
+            prediction.unlink(missing_ok=True)
 
 
 def too_little(customers: int, span: int, cal_end: date, holdout_days: int) -> str | None:

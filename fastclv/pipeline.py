@@ -36,7 +36,7 @@ from fastclv.secrets import redact
 from fastclv.transform import customer_ltv, overflow_error, overflowing_totals
 
 if TYPE_CHECKING:
-    pass
+    from fastclv.holdout import HoldoutResult
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +441,7 @@ def transform_stage(
             model, model_seconds = done.model, done.model_seconds
             backtest, holdout_seconds = done.holdout, done.holdout_seconds
         else:
-            model, model_seconds, calibration = _transform_whole(settings, staged)
+            model, model_seconds, backtest, holdout_seconds = _transform_whole(settings, staged)
         t0 = time.perf_counter()
         rows, clv_total, predicted = (
             pl.scan_parquet(run_path / stage.OUTPUT)
@@ -454,69 +454,81 @@ def transform_stage(
             .row(0)
         )
         model_seconds = round(model_seconds + time.perf_counter() - t0, 3)
-        if settings.shards <= 1:
-            t0 = time.perf_counter()
-            from fastclv import holdout
-
-            backtest = holdout.backtest(
-                run_path / "customers.parquet",
-                run_path / "orders.parquet",
-                settings.as_of,
-                settings.holdout_days,
-                run_path / holdout.HOLDOUT,
-                penalizer=settings.penalizer,
-                calibration=calibration,
-            )
-            if backtest.status == "ran":
-                staged.publish(holdout.HOLDOUT)
-            holdout_seconds = round(time.perf_counter() - t0, 3)
     total = float(clv_total) if predicted and clv_total is not None else None
     return TransformResult(int(rows), model, model_seconds, total, backtest.as_dict(), holdout_seconds)
 
 
 def _transform_whole(
     settings: Settings, staged: stage.StagingArea
-) -> tuple[dict[str, object], float, pl.DataFrame | None]:
-    """The unsharded transform: the history of every customer, then the model; its seconds.
+) -> tuple[dict[str, object], float, HoldoutResult, float]:
+    """The unsharded transform: the history of every customer, the model, the holdout backtest.
 
-    Inputs staged in several key-hash buckets are taken bucket by bucket, then customer part by
-    part (:mod:`fastclv.history`, which also makes the holdout's calibration frame, returned);
-    an input of one bucket in one query.
+    Returns the model's summary and seconds, the backtest's result and seconds. Inputs staged in
+    several key-hash buckets are taken bucket by bucket, then customer part by part, the model
+    and the backtest too (:mod:`fastclv.history`); an input of one bucket in one query.
     """
+    from fastclv import holdout  # numpy/scipy: not at CLI start
     from fastclv.history import history_by_parts
+    from fastclv.model.staged import predict_parts
 
     staged.fetch(*stage.INPUTS)
     run_path = staged.local_dir()
-    history = staged.work_dir() / "history.parquet"
-    history.parent.mkdir(parents=True, exist_ok=True)
-    by_parts = history_by_parts(
-        run_path, staged.work_dir(), history, settings.as_of, holdout_days=settings.holdout_days
-    )
-    if by_parts is None:
-        frames = {
-            name: pl.scan_parquet(run_path / f"{name}.parquet")
-            for name in ("customers", "orders", "order_items")
-        }
-        stage.sink_parquet(
-            customer_ltv(frames["customers"], frames["orders"], frames["order_items"], settings.as_of),
-            history,
+    work = staged.work_dir()
+    work.mkdir(parents=True, exist_ok=True)
+    by_parts = history_by_parts(run_path, work, settings.as_of, holdout_days=settings.holdout_days)
+    try:
+        if by_parts is None:
+            histories = [work / "history.parquet"]
+            frames = {
+                name: pl.scan_parquet(run_path / f"{name}.parquet")
+                for name in ("customers", "orders", "order_items")
+            }
+            stage.sink_parquet(
+                customer_ltv(frames["customers"], frames["orders"], frames["order_items"], settings.as_of),
+                histories[0],
+            )
+        else:
+            histories = by_parts.histories
+        too_big = overflowing_totals(pl.scan_parquet(histories)).head(5).collect()
+        if too_big.height:
+            raise overflow_error(too_big["customer_id"].to_list())
+        t0 = time.perf_counter()
+        model = predict_parts(
+            histories,
+            run_path / stage.OUTPUT,
+            horizon_months=settings.horizon_months,
+            margin=settings.margin,
+            discount_rate=settings.discount_rate,
+            penalizer=settings.penalizer,
         )
-    too_big = overflowing_totals(pl.scan_parquet(history)).head(5).collect()
-    if too_big.height:
-        raise overflow_error(too_big["customer_id"].to_list())
-    t0 = time.perf_counter()
-    from fastclv.model.staged import predict_staged  # numpy/scipy: not at CLI start
-
-    model = predict_staged(
-        history,
-        run_path / stage.OUTPUT,
-        horizon_months=settings.horizon_months,
-        margin=settings.margin,
-        discount_rate=settings.discount_rate,
-        penalizer=settings.penalizer,
-    )
-    staged.publish(stage.OUTPUT)
-    return model, time.perf_counter() - t0, None if by_parts is None else by_parts.calibration
+        staged.publish(stage.OUTPUT)
+        model_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = run_path / holdout.HOLDOUT
+        if by_parts is None:
+            backtest = holdout.backtest(
+                run_path / "customers.parquet",
+                run_path / "orders.parquet",
+                settings.as_of,
+                settings.holdout_days,
+                out,
+                penalizer=settings.penalizer,
+            )
+        else:
+            backtest = holdout.backtest_parts(
+                by_parts.calibrations,
+                settings.as_of,
+                settings.holdout_days,
+                out,
+                penalizer=settings.penalizer,
+            )
+        if backtest.status == "ran":
+            staged.publish(holdout.HOLDOUT)
+        return model, model_seconds, backtest, round(time.perf_counter() - t0, 3)
+    finally:
+        if by_parts is not None:
+            by_parts.remove()
+        (work / "history.parquet").unlink(missing_ok=True)
 
 
 def verify_stage(

@@ -40,7 +40,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from fastclv import holdout, stage
@@ -172,22 +171,10 @@ def _calibration(
     """The part's calibration customers of the holdout backtest and their histogram."""
     frame = holdout.calibration_from_days(customers, days, settings.as_of, settings.holdout_days)
     stage.sink_parquet(frame, staged.path(names["calibration"]))
-    cal = pl.scan_parquet(staged.path(names["calibration"]))
-    histogram, figures = pl.collect_all(
-        [
-            cal.group_by(*_CALIBRATION).agg(pl.len().cast(pl.Int64).alias("customers")),
-            cal.select(pl.len().alias("customers"), (pl.col("t_cal").max() + 1).fill_null(0).alias("span")),
-        ],
-        engine="streaming",
-    )
-    stage.write_parquet(histogram, staged.path(names["calibration_bg"]))
+    histogram = holdout.calibration_histogram(pl.scan_parquet(staged.path(names["calibration"])))
+    stage.write_parquet(histogram.rows, staged.path(names["calibration_bg"]))
     staged.publish(names["calibration"], names["calibration_bg"])
-    customers_n, span = figures.row(0)
-    return {"customers": int(customers_n), "span": int(span)}
-
-
-#: The calibration history of the holdout backtest (its histogram's columns).
-_CALIBRATION = ("frequency_cal", "recency_cal", "t_cal")
+    return {"customers": histogram.customers, "span": histogram.span}
 
 
 def fit(
@@ -239,33 +226,27 @@ def _holdout_fit(
     area: stage.StagingArea | None,
 ) -> dict[str, Any]:
     """The holdout backtest's fit on the parts' calibration histograms (or why it is skipped)."""
-    days = settings.holdout_days
-    if days <= 0:
+    if settings.holdout_days <= 0:
         return {"status": "off"}
-    customers = sum(int(p["customers"]) for p in parts if p)
-    span = max((int(p["span"]) for p in parts if p), default=0)
-    cal_end = settings.as_of - timedelta(days=days)
-    if reason := holdout.too_little(customers, span, cal_end, days):
-        return {"status": "skipped", "reason": reason, "customers": customers}
     with pipeline_area(settings, area) as staged:
         names = [_part_names(j)["calibration_bg"] for j in range(the_plan.parts)]
         staged.fetch(*names)
-        histogram = pl.concat([pl.read_parquet(staged.path(n)) for n in names])
-    from fastclv.model import fit_bgnbd
-
-    fitted = fit_bgnbd(
-        *(histogram[c].to_numpy().astype(np.float64) for c in _CALIBRATION),
-        penalizer=settings.penalizer,
-        counts=histogram["customers"].to_numpy().astype(np.float64),
+        histogram = holdout.Histogram(
+            pl.concat([pl.read_parquet(staged.path(n)) for n in names]),
+            sum(int(p["customers"]) for p in parts if p),
+            max((int(p["span"]) for p in parts if p), default=0),
+        )
+    fitted = holdout.fit_histogram(
+        histogram, settings.as_of, settings.holdout_days, penalizer=settings.penalizer
     )
-    if fitted.params is None:
-        reason = f"the calibration fit is degenerate: {fitted.diagnostics.reason}"
-        return {"status": "skipped", "reason": reason, "customers": customers}
+    if isinstance(fitted, str):
+        return {"status": "skipped", "reason": fitted, "customers": histogram.customers}
+    params, log_likelihood = fitted
     return {
         "status": "fit",
-        "customers": customers,
-        "params": asdict(fitted.params),
-        "log_likelihood": fitted.diagnostics.log_likelihood,
+        "customers": histogram.customers,
+        "params": asdict(params),
+        "log_likelihood": log_likelihood,
     }
 
 
@@ -300,10 +281,12 @@ def score(
             from fastclv.model import BgNbdParams
 
             staged.fetch(names["calibration"])
-            frame = pl.read_parquet(staged.path(names["calibration"]))
             params = BgNbdParams(**backtest["params"])
-            stage.write_parquet(
-                holdout.predicted(frame, params, settings.holdout_days), staged.path(names["holdout"])
+            holdout.predict_part(
+                staged.path(names["calibration"]),
+                params,
+                settings.holdout_days,
+                staged.path(names["holdout"]),
             )
             staged.publish(names["holdout"])
     return {"part": part, "rows": rows, "seconds": round(time.perf_counter() - t0, 3)}
@@ -344,11 +327,16 @@ def _holdout_result(
         return holdout.skipped(str(backtest["reason"]), days, cal_end, int(backtest["customers"]))
     names = [_part_names(j)["holdout"] for j in parts]
     staged.fetch(*names)
-    out = staged.path(holdout.HOLDOUT)
-    stage.join_parquet([staged.path(n) for n in names], out)
+    result = holdout.result_of_parts(
+        [staged.path(n) for n in names],
+        staged.path(holdout.HOLDOUT),
+        settings.as_of,
+        days,
+        dict(backtest["params"]),
+        backtest["log_likelihood"],
+    )
     staged.publish(holdout.HOLDOUT)
-    figures = pl.read_parquet(out, columns=["frequency_cal", "actual_holdout", "predicted_holdout"])
-    return holdout.result_of(figures, days, cal_end, dict(backtest["params"]), backtest["log_likelihood"])
+    return result
 
 
 def remove_work(settings: Settings, the_plan: Plan, *, area: stage.StagingArea | None = None) -> None:

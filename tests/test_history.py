@@ -68,12 +68,14 @@ def test_the_history_by_parts_is_the_oracles_and_the_whole_querys_row_for_row(
     generated: Path, tmp_path: Path, part_customers: int
 ) -> None:
     run_dir = _staged(generated, tmp_path, 8)
-    out, work = tmp_path / "history.parquet", tmp_path / "work"
-    done = history_by_parts(run_dir, work, out, AS_OF, holdout_days=90, part_customers=part_customers)
+    work = tmp_path / "work"
+    done = history_by_parts(run_dir, work, AS_OF, holdout_days=90, part_customers=part_customers)
     assert done is not None
     customers = pl.scan_parquet(run_dir / "customers.parquet").select(pl.len()).collect().item()
     assert (done.buckets, done.parts) == (8, -(-customers // part_customers))
-    got = pl.read_parquet(out)
+    assert len(done.histories) == len(done.calibrations) == done.parts
+    assert sorted(p.name for p in work.iterdir()) == ["parts"]  # the purchase days are gone
+    got = pl.read_parquet(done.histories)
     # The independent oracle (tests/reference.py) on the CSV files themselves.
     assert_frame_equal(got.sort("customer_id"), reference_run(generated, AS_OF).output)
     # And the whole-file query's file, row for row, in file order.
@@ -82,18 +84,18 @@ def test_the_history_by_parts_is_the_oracles_and_the_whole_querys_row_for_row(
     customers_, orders, _ = _inputs(run_dir)
     calibration = holdout.calibration_frame(customers_, orders, AS_OF, 90).collect()
     assert calibration.height > 0
-    assert done.calibration is not None
-    assert_frame_equal(done.calibration, calibration, check_exact=True)
-    assert list(work.iterdir()) == []  # the purchase days and the parts' files are gone
+    assert_frame_equal(pl.read_parquet(done.calibrations), calibration, check_exact=True)
+    done.remove()
+    assert list(work.iterdir()) == []
 
 
 def test_a_holdout_of_zero_days_makes_no_calibration(generated: Path, tmp_path: Path) -> None:
     run_dir = _staged(generated, tmp_path, 4)
-    done = history_by_parts(run_dir, tmp_path / "w", tmp_path / "h.parquet", AS_OF, holdout_days=0)
+    done = history_by_parts(run_dir, tmp_path / "w", AS_OF, holdout_days=0)
     assert done is not None
-    assert done.calibration is None
+    assert done.calibrations == []
     assert (
-        pl.read_parquet(tmp_path / "h.parquet").height
+        pl.read_parquet(done.histories).height
         == pl.read_parquet(run_dir / "customers.parquet").height
     )
 
@@ -103,9 +105,8 @@ def test_inputs_of_one_bucket_are_left_to_the_whole_query(generated: Path, tmp_p
     assert stage.bucket_rows(run_dir / "orders.parquet") == [
         pl.read_parquet(run_dir / "orders.parquet").height
     ]
-    out = tmp_path / "h.parquet"
-    assert history_by_parts(run_dir, tmp_path / "w", out, AS_OF, holdout_days=90) is None
-    assert not out.exists()
+    assert history_by_parts(run_dir, tmp_path / "w", AS_OF, holdout_days=90) is None
+    assert not (tmp_path / "w" / "parts").exists()
 
 
 def test_a_run_by_bucket_and_part_stages_and_fits_exactly_the_run_in_one_query(
@@ -142,3 +143,6 @@ def test_a_run_by_bucket_and_part_stages_and_fits_exactly_the_run_in_one_query(
     assert parts.holdout == whole.holdout
     assert parts.holdout is not None
     assert parts.holdout["status"] == "ran"
+    work = tmp_path / "parts" / AS_OF.isoformat() / "_work"
+    assert not (work / "parts").exists()  # the parts' histories, scores and calibrations are gone
+    assert not list(work.glob("*.parquet"))

@@ -17,7 +17,6 @@ from fastclv.contract import MONEY, OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
 from fastclv.model.fit import (
     ModelResult,
     Predictions,
-    fit_and_predict,
     fit_bgnbd,
     fit_gamma_gamma,
     predict,
@@ -68,18 +67,54 @@ def predict_staged(
     Returns:
         :meth:`~fastclv.model.ModelResult.summary`, for the run summary.
     """
-    rfm = _rfm(history)
-    result = fit_and_predict(
-        *_rfm_arrays(rfm),
+    return predict_parts(
+        [history],
+        output,
         horizon_months=horizon_months,
         margin=margin,
         discount_rate=discount_rate,
         penalizer=penalizer,
     )
+
+
+def predict_parts(
+    histories: list[Path],
+    output: Path,
+    *,
+    horizon_months: int,
+    margin: float,
+    discount_rate: float,
+    penalizer: float,
+) -> dict[str, object]:
+    """:func:`predict_staged` on the histories of customer parts, one part at a time.
+
+    The fits take the parts' merged :func:`histograms` (exactly the fit on every customer's row);
+    each part is then scored (:func:`score_staged`) and the scored parts are joined, in order, as
+    ``output``. Holds one part's customers and the histograms, never every customer.
+    """
+    bg, gg = zip(*(histograms(h) for h in histories), strict=True)
+    result = fit_histograms(pl.concat(bg), pl.concat(gg), penalizer=penalizer)
     if result.reason:
         log.warning("predictive columns partly or wholly null: %s", result.reason)
-    _write_scored(history, rfm, result.predictions, output)
-    return result.summary()
+    summary = result.summary()
+    scored = [output] if len(histories) == 1 else [h.with_name(f"scored.{h.name}") for h in histories]
+    try:
+        for history, out in zip(histories, scored, strict=True):
+            score_staged(
+                history,
+                out,
+                summary,
+                horizon_months=horizon_months,
+                margin=margin,
+                discount_rate=discount_rate,
+            )
+        if len(histories) > 1:
+            stage.join_parquet(scored, output)
+    finally:
+        if len(histories) > 1:
+            for out in scored:
+                out.unlink(missing_ok=True)
+    return summary
 
 
 # -- the sharded model: histograms per part, one fit, predictions per part ---------------------
