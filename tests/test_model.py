@@ -531,6 +531,39 @@ def test_gamma_gamma_gradient_matches_finite_differences(
     np.testing.assert_allclose(objective(u)[1], central_difference(objective, u), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("chunk", [97, 500, 2048])
+def test_the_likelihoods_in_chunks_of_rows_equal_one_pass(
+    daily: Rfm, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """The per-row terms are summed chunk by chunk (bounded temporaries on huge fits)."""
+    (x, rec, t), _, counts = distinct.distinct_rows(daily.frequency, daily.recency, daily.T)
+    assert x.size > 2048  # so every chunk size here cuts the rows into several chunks
+    rep = daily.repeat
+    (gx, gm), _, g_counts = distinct.distinct_rows(daily.frequency[rep], daily.monetary[rep])
+    scale = 1 / t.max()
+    bg = likelihood.bg_data(x, rec * scale, t * scale, counts)
+    gg = likelihood.gg_data(gx, gm, g_counts)
+    bg_u, gg_u = np.log([0.5, 0.02, 0.8, 2.5]), np.log([6.0, 4.0, 1.0])
+    one_pass = likelihood.bg_terms(bg_u, bg), likelihood.gg_terms(gg_u, gg)
+    whole = (
+        fit_bgnbd(daily.frequency, daily.recency, daily.T),
+        fit_gamma_gamma(daily.frequency, daily.monetary),
+    )
+    monkeypatch.setattr(likelihood, "CHUNK_ROWS", chunk)
+    chunked = likelihood.bg_terms(bg_u, bg), likelihood.gg_terms(gg_u, gg)
+    for (value, grad), (want, want_grad) in zip(chunked, one_pass, strict=True):
+        assert value == pytest.approx(want, rel=1e-12)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-10)
+    fits = (
+        fit_bgnbd(daily.frequency, daily.recency, daily.T),
+        fit_gamma_gamma(daily.frequency, daily.monetary),
+    )
+    for fit, want_fit in zip(fits, whole, strict=True):
+        assert fit.params is not None
+        assert want_fit.params is not None
+        assert vars(fit.params) == pytest.approx(vars(want_fit.params), rel=1e-9)
+
+
 # ----------------------------------------------- 6. distinct rows == expanded rows
 
 

@@ -68,26 +68,44 @@ def bg_terms(log_params: FloatArray, d: _BgData) -> tuple[float, FloatArray]:
     # b + max(x, 1) - 1 as lifetimes writes it (never b - 1 for one-time buyers).
     b_x1 = b + np.maximum(xu, 1.0) - 1.0
 
-    rx = r + d.x
-    alpha_t = alpha + d.age
-    alpha_r = alpha + d.rec
-    log_at = np.log(alpha_t)
-    gap = log_at - np.log(alpha_r)  # ln((alpha+T)/(alpha+t_x)) >= 0
-    # odds = A4 - A3, the log-odds of "dropped out after the last purchase" against
-    # "alive at T" (-inf for one-time buyers); log(e^A3 + e^A4) = A3 + softplus(odds).
-    odds = (np.log(a) - np.log(b_x1))[d.xu_index] + rx * gap + d.one_time
-    # Beyond +-200 the softplus is linear or 0 to within 1e-87: clipping keeps exp()
-    # finite and away from subnormals, the max() restores the linear part.
-    clipped = np.clip(odds, -200.0, 200.0)
-    softplus = np.log1p(np.exp(clipped)) + (np.maximum(odds, 200.0) - 200.0)
-    ll += wsum(d.w, softplus - rx * log_at)
-    dead = 1.0 / (1.0 + np.exp(-clipped))  # P(dropped out | history); P(alive) = 1 - dead
-    inv_at = 1.0 / alpha_t
-    g_r -= wsum(d.w, log_at - dead * gap)
-    g_alpha -= wsum(d.w, rx * (inv_at + dead * (1.0 / alpha_r - inv_at)))
-    g_a += wsum(d.w, dead) / a
-    g_b -= wsum(d.w, dead * (1.0 / b_x1)[d.xu_index])
+    log_odds_x = np.log(a) - np.log(b_x1)
+    inv_b_x1 = 1.0 / b_x1
+    dead_sum = 0.0
+    for rows in _chunks(d.x.shape[0]):
+        w = d.w[rows]
+        rx = r + d.x[rows]
+        alpha_t = alpha + d.age[rows]
+        alpha_r = alpha + d.rec[rows]
+        log_at = np.log(alpha_t)
+        gap = log_at - np.log(alpha_r)  # ln((alpha+T)/(alpha+t_x)) >= 0
+        # odds = A4 - A3, the log-odds of "dropped out after the last purchase" against
+        # "alive at T" (-inf for one-time buyers); log(e^A3 + e^A4) = A3 + softplus(odds).
+        xu_index = d.xu_index[rows]
+        odds = log_odds_x[xu_index] + rx * gap + d.one_time[rows]
+        # Beyond +-200 the softplus is linear or 0 to within 1e-87: clipping keeps exp()
+        # finite and away from subnormals, the max() restores the linear part.
+        clipped = np.clip(odds, -200.0, 200.0)
+        softplus = np.log1p(np.exp(clipped)) + (np.maximum(odds, 200.0) - 200.0)
+        ll += wsum(w, softplus - rx * log_at)
+        dead = 1.0 / (1.0 + np.exp(-clipped))  # P(dropped out | history); P(alive) = 1 - dead
+        inv_at = 1.0 / alpha_t
+        g_r -= wsum(w, log_at - dead * gap)
+        g_alpha -= wsum(w, rx * (inv_at + dead * (1.0 / alpha_r - inv_at)))
+        dead_sum += wsum(w, dead)
+        g_b -= wsum(w, dead * inv_b_x1[xu_index])
+    g_a += dead_sum / a
     return float(ll), np.array([g_r, g_alpha, g_a, g_b])
+
+
+#: Distinct rows per pass of the per-row terms: their temporaries (about ten arrays of the
+#: chunk's length) stay near 100 MB however many distinct rows a fit has; a fit of fewer rows
+#: makes one pass, as without chunks.
+CHUNK_ROWS = 1 << 20
+
+
+def _chunks(rows: int) -> list[slice]:
+    """Consecutive slices of at most :data:`CHUNK_ROWS` rows covering ``rows`` (one when empty)."""
+    return [slice(at, at + CHUNK_ROWS) for at in range(0, max(rows, 1), CHUNK_ROWS)]
 
 
 def wsum(weights: FloatArray, values: FloatArray) -> float:
@@ -167,12 +185,15 @@ def gg_terms(log_params: FloatArray, d: _GgData) -> tuple[float, FloatArray]:
     g_q = wsum(wu, special.digamma(px + q)) + d.total * (np.log(v) - special.digamma(q))
     g_v = d.total * q / v
 
-    xm_v = d.x * d.m + v
-    log_xm_v = np.log(xm_v)
-    ll -= wsum(d.w, (p * d.x + q) * log_xm_v)
-    g_p -= wsum(d.w, d.x * log_xm_v)
-    g_q -= wsum(d.w, log_xm_v)
-    g_v -= wsum(d.w, (p * d.x + q) / xm_v)
+    for rows in _chunks(d.x.shape[0]):
+        w, x = d.w[rows], d.x[rows]
+        xm_v = x * d.m[rows] + v
+        log_xm_v = np.log(xm_v)
+        pxq = p * x + q
+        ll -= wsum(w, pxq * log_xm_v)
+        g_p -= wsum(w, x * log_xm_v)
+        g_q -= wsum(w, log_xm_v)
+        g_v -= wsum(w, pxq / xm_v)
     return float(ll), np.array([g_p, g_q, g_v])
 
 
