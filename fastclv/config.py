@@ -165,7 +165,8 @@ class Settings:
     )
     # 1GB by default: with the extract by bucket and the history by part, the whole check was
     # the run's peak, and it grew with the input (1.73 GiB at 1M customers). At 1M customers
-    # 1GB costs it 8 -> 11 s for 1.73 -> 1.17 GiB (benchmarks/ANALYSIS.md).
+    # 1GB costs it 8 -> 11 s for 1.73 -> 1.17 GiB (benchmarks/ANALYSIS.md). 768MB ran out of
+    # memory at 10M customers (an operator that cannot spill), 1GB did not.
     duckdb_memory_limit: str = field(
         default="1GB",
         metadata=_doc(

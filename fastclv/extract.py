@@ -481,15 +481,24 @@ class Parents:
 
 
 def _parents(
-    rows: pl.LazyFrame, key: str, reason: Reason, hashed: pl.Expr, child_hash: pl.Expr, **extra: pl.Expr
+    rows: pl.LazyFrame,
+    key: str,
+    reason: Reason,
+    hashed: pl.Expr,
+    child_hash: pl.Expr,
+    *,
+    hold: bool = True,
+    **extra: pl.Expr,
 ) -> Parents:
-    """The parent rows of a foreign key (``hashed``: the hash of the key), held in memory."""
-    held = (
-        rows.select(hashed.alias("_h"), pl.col(key).alias("_parent_key"), _parent=pl.col(ROW), **extra)
-        .collect(engine="streaming")
-        .lazy()
-    )
-    return Parents(held, key, reason, child_hash.alias("_h"), _unique_hashes(held))
+    """The parent rows of a foreign key (``hashed``: the hash of the key).
+
+    Held in memory, or with ``hold`` False read again from ``rows`` by each join (the staged
+    customers: held, every customer stayed in memory beside each order bucket's hash table).
+    """
+    parents = rows.select(hashed.alias("_h"), pl.col(key).alias("_parent_key"), _parent=pl.col(ROW), **extra)
+    if hold:
+        parents = parents.collect(engine="streaming").lazy()
+    return Parents(parents, key, reason, child_hash.alias("_h"), _unique_hashes(parents))
 
 
 def _unique_hashes(parents: pl.LazyFrame) -> bool:
@@ -623,9 +632,14 @@ def item_parents(order_parts: list[Path], cutoff: pl.Expr) -> Callable[[int], Pa
 
 
 def order_parents(customers: Path) -> Parents:
-    """Every staged customer (Polars' hash of the text key), held once for all order buckets."""
+    """Every staged customer (Polars' hash of the text key), read from the file by each bucket.
+
+    Not held: the join builds its own table of them anyway, and the held frame sat beside it. At
+    10M customers the orders' resolve peaked at 1.34 GiB instead of 1.61, in 232-251 s instead
+    of 208-235 (benchmarks/ANALYSIS.md); at 1M customers the file is read in about 20 ms.
+    """
     key = pl.col("customer_id").hash()
-    return _parents(pl.scan_parquet(customers), "customer_id", Reason.UNKNOWN_CUSTOMER, key, key)
+    return _parents(pl.scan_parquet(customers), "customer_id", Reason.UNKNOWN_CUSTOMER, key, key, hold=False)
 
 
 def resolve_bucket(

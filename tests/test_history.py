@@ -94,10 +94,7 @@ def test_a_holdout_of_zero_days_makes_no_calibration(generated: Path, tmp_path: 
     done = history_by_parts(run_dir, tmp_path / "w", AS_OF, holdout_days=0)
     assert done is not None
     assert done.calibrations == []
-    assert (
-        pl.read_parquet(done.histories).height
-        == pl.read_parquet(run_dir / "customers.parquet").height
-    )
+    assert pl.read_parquet(done.histories).height == pl.read_parquet(run_dir / "customers.parquet").height
 
 
 def test_inputs_of_one_bucket_are_left_to_the_whole_query(generated: Path, tmp_path: Path) -> None:

@@ -349,6 +349,21 @@ def test_a_memory_limit_spills_to_the_work_folder_and_still_agrees(staged: Path,
     assert (run_dir / "_work" / "duckdb").is_dir()  # DuckDB's spill folder is the run's, not the cwd
 
 
+def test_a_memory_limit_too_small_to_spill_says_so_and_names_the_setting(
+    staged: Path, tmp_path: Path
+) -> None:
+    """Not the hint of a damaged staged file: the data is fine, the limit is not."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(staged, run_dir)
+    summary = _summary(run_dir)
+    with pytest.raises(VerificationError) as caught:
+        verify_run(run_dir, AS_OF, summary["files"], summary["model"], memory_limit="1MB")
+    message = str(caught.value)
+    assert "ran out of DuckDB's memory limit (1MB)" in message
+    assert "FASTCLV_DUCKDB_MEMORY_LIMIT" in message
+    assert "lacks the contract's columns" not in message
+
+
 def _perturb(column: str, factor: float, every: int) -> Callable[[pl.DataFrame], pl.DataFrame]:
     """Scale ``column`` of every ``every``-th customer with orders (so many parts disagree at once)."""
 

@@ -188,6 +188,13 @@ def check_part(
                 con, model, horizon_months=horizon_months, margin=margin, discount_rate=discount_rate
             )
             result["checks"] = [c.to_json() for c in checks]
+    except duckdb.OutOfMemoryException as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise VerificationError(
+            f"the cross-check ran out of DuckDB's memory limit ({memory_limit or 'its default'}) "
+            f"in {run_dir}: {first}. Hint: raise duckdb_memory_limit (FASTCLV_DUCKDB_MEMORY_LIMIT, "
+            "e.g. 2GB; empty: 80% of the machine's memory) and rerun the date; nothing was loaded."
+        ) from None
     except duckdb.Error as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise VerificationError(
