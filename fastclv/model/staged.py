@@ -45,38 +45,6 @@ def _column(rfm: pl.DataFrame, name: str) -> np.ndarray:
     return rfm[name].to_numpy().astype(np.float64)
 
 
-def predict_staged(
-    history: Path,
-    output: Path,
-    *,
-    horizon_months: int,
-    margin: float,
-    discount_rate: float,
-    penalizer: float,
-) -> dict[str, object]:
-    """Fit the predictive model on the customers with orders and fill its three columns.
-
-    Args:
-        history: the staged ``customer_ltv`` rows with their historical columns.
-        output: where to write ``customer_ltv.parquet`` (the contract's output schema).
-        horizon_months: the CLV horizon in months (of 30 days).
-        margin: the profit margin.
-        discount_rate: the monthly discount rate.
-        penalizer: lifetimes' penalizer coefficient for both fits.
-
-    Returns:
-        :meth:`~fastclv.model.ModelResult.summary`, for the run summary.
-    """
-    return predict_parts(
-        [history],
-        output,
-        horizon_months=horizon_months,
-        margin=margin,
-        discount_rate=discount_rate,
-        penalizer=penalizer,
-    )
-
-
 def predict_parts(
     histories: list[Path],
     output: Path,
@@ -86,11 +54,23 @@ def predict_parts(
     discount_rate: float,
     penalizer: float,
 ) -> dict[str, object]:
-    """:func:`predict_staged` on the histories of customer parts, one part at a time.
+    """Fit the predictive model on the customers with orders and fill its three columns.
 
     The fits take the parts' merged :func:`histograms` (exactly the fit on every customer's row);
     each part is then scored (:func:`score_staged`) and the scored parts are joined, in order, as
     ``output``. Holds one part's customers and the histograms, never every customer.
+
+    Args:
+        histories: the staged ``customer_ltv`` rows with their historical columns, by customer
+            part in file order (one file: the whole run).
+        output: where to write ``customer_ltv.parquet`` (the contract's output schema).
+        horizon_months: the CLV horizon in months (of 30 days).
+        margin: the profit margin.
+        discount_rate: the monthly discount rate.
+        penalizer: lifetimes' penalizer coefficient for both fits.
+
+    Returns:
+        :meth:`~fastclv.model.ModelResult.summary`, for the run summary.
     """
     bg, gg = zip(*(histograms(h) for h in histories), strict=True)
     result = fit_histograms(pl.concat(bg), pl.concat(gg), penalizer=penalizer)
