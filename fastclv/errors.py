@@ -60,3 +60,12 @@ def printable(text: str, *, keep: str = "") -> str:
     return "".join(
         c if c.isprintable() or c == " " or c in keep else c.encode("unicode_escape").decode() for c in text
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message, without its closing ``.`` or ``!``.
+
+    For wrapping a library's error in a sentence of ours (its type's name when it says nothing).
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0].rstrip(".!") if lines else type(exc).__name__

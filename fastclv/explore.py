@@ -28,7 +28,7 @@ from typing import IO, Any
 from fastclv import stage
 from fastclv.config import DEFAULT_STAGING
 from fastclv.contract import INPUT_FILES
-from fastclv.errors import ConfigError, InputError, TerminalError, printable
+from fastclv.errors import ConfigError, InputError, TerminalError, first_line, printable
 from fastclv.stage import StagingArea
 
 #: View name -> staged file name.
@@ -195,12 +195,7 @@ def run_query(con: Any, sql: str, *, max_rows: int | None = None) -> QueryResult
 
 
 def _query_error(exc: BaseException) -> QueryError:
-    return QueryError(f"query failed: {_first_line(exc)}. Hint: {_hint(exc)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0].rstrip(".!") if lines else type(exc).__name__
+    return QueryError(f"query failed: {first_line(exc)}. Hint: {_hint(exc)}")
 
 
 def _hint(exc: BaseException) -> str:

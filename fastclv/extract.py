@@ -493,7 +493,7 @@ def _parents(
     """The parent rows of a foreign key (``hashed``: the hash of the key).
 
     Held in memory, or with ``hold`` False read again from ``rows`` by each join (the staged
-    customers: held, every customer stayed in memory beside each order bucket's hash table).
+    customers: a held copy would sit beside the table each order bucket's join builds of them).
     """
     parents = rows.select(hashed.alias("_h"), pl.col(key).alias("_parent_key"), _parent=pl.col(ROW), **extra)
     if hold:

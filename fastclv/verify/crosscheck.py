@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fastclv import stage
 from fastclv.contract import INPUT_FILES
-from fastclv.errors import InputError, TerminalError, VerificationError
+from fastclv.errors import InputError, TerminalError, VerificationError, first_line
 from fastclv.verify.checks import (
     Check,
     LedgerCounts,
@@ -188,15 +188,14 @@ def check_part(
                 con, model, horizon_months=horizon_months, margin=margin, discount_rate=discount_rate
             )
             result["checks"] = [c.to_json() for c in checks]
-    except duckdb.OutOfMemoryException as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise VerificationError(
-            f"the cross-check ran out of DuckDB's memory limit ({memory_limit or 'its default'}) "
-            f"in {run_dir}: {first}. Hint: raise duckdb_memory_limit (FASTCLV_DUCKDB_MEMORY_LIMIT, "
-            "e.g. 2GB; empty: 80% of the machine's memory) and rerun the date; nothing was loaded."
-        ) from None
     except duckdb.Error as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc)
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            raise VerificationError(
+                f"the cross-check ran out of DuckDB's memory limit ({memory_limit or 'its default'}) "
+                f"in {run_dir}: {first}. Hint: raise duckdb_memory_limit (FASTCLV_DUCKDB_MEMORY_LIMIT, "
+                "e.g. 2GB; empty: 80% of the machine's memory) and rerun the date; nothing was loaded."
+            ) from None
         raise VerificationError(
             f"the cross-check could not read or compare the staged files in {run_dir}: {first}. "
             "Hint: a staged file lacks the contract's columns or types; rerun the date."
