@@ -3,7 +3,8 @@
 begin -> extract -> transform -> verify -> load -> finish (always: summary.json, the ledger row;
 fails the DagRun when a stage failed); the run due at D+1 00:05 UTC covers D. With the shards
 param (or FASTCLV_SHARDS) above 1 the extract is the sharded plan, mapped over the workers
-(plan -> scan[range] -> stitch -> resolve_customers -> resolve_orders[bucket] ->
+(plan -> scan[range] -> stitch -> resolve_customers[customer bucket] and, with several customer
+buckets, route[order bucket] -> lookup[customer bucket]; then resolve_orders[bucket] ->
 resolve_items[bucket] -> extract, which stages) and so is the transform (parts -> history[part] -> fit
 -> score[part] -> transform, which assembles the output), the cross-check (verify_part[part]
 -> verify, which concludes) and the load (load_prepare, the run's staging table -> load_part[part],
@@ -45,7 +46,8 @@ STORAGE_CONN_ID = "fastclv_storage"
 ALERT_CONN_ID = "fastclv_alert_webhook"
 STAGES = ("begin", "extract", "transform", "verify", "load")
 #: The sharded plan's tasks (skipped when the run is not sharded): the extract's, then the transform's.
-SHARD_TASKS = ("plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items")
+SHARD_TASKS = ("plan", "scan", "stitch", "customer_jobs", "route_jobs", "lookup_jobs", "resolve_customers",
+               "route", "lookup", "resolve_orders", "resolve_items")  # fmt: skip
 SHARD_TRANSFORM_TASKS = ("parts", "history", "fit", "score")
 SHARD_VERIFY_TASKS = ("verify_part",)
 SHARD_LOAD_TASKS = ("load_prepare", "load_part")
@@ -291,13 +293,52 @@ def stitch(
     return [{"plan": planned, "scans": stitched, "bucket": k} for k in range(buckets)]
 
 
+def _customer_buckets(buckets: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+    planned, stitched = buckets[0]["plan"], buckets[0]["scans"]
+    n = int(planned.get("customer_buckets", 1))
+    return n, [{"plan": planned, "scans": stitched, "bucket": j} for j in range(n)]
+
+
 @task
-def resolve_customers(run: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Customers' duplicates and conflicts (one bucket); stages customers.parquet."""
-    return _shard("resolve", run, jobs[0]["plan"], jobs[0]["scans"], "customers", 0)
+def customer_jobs(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One resolve job per customer bucket."""
+    return _customer_buckets(buckets)[1]
+
+
+@task
+def route_jobs(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The orders' customer lookup: one route job per order bucket (none with one customer
+    bucket: the order buckets then read the staged customers)."""
+    n, _ = _customer_buckets(buckets)
+    return buckets if n > 1 else []
+
+
+@task
+def lookup_jobs(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The orders' customer lookup: one lookup job per customer bucket (none with one)."""
+    n, jobs = _customer_buckets(buckets)
+    return jobs if n > 1 else []
 
 
 @task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def resolve_customers(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """One customer bucket: duplicates and conflicts (one bucket: stages customers.parquet)."""
+    return _shard("resolve", run, job["plan"], job["scans"], "customers", job["bucket"])
+
+
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def route(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """One order bucket's customer lookups, sent to the customer buckets of the ids' hashes."""
+    return _shard("route", run, job["plan"], job["scans"], job["bucket"])
+
+
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS)
+def lookup(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """One customer bucket's answers to every order bucket's lookups (the customers' rows)."""
+    return _shard("lookup", run, job["plan"], job["bucket"])
+
+
+@task(max_active_tis_per_dagrun=MAX_PARALLEL_SHARDS, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
 def resolve_orders(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     """One order bucket: duplicates, conflicts, unknown customers."""
     return _shard("resolve", run, job["plan"], job["scans"], "orders", job["bucket"])
@@ -316,10 +357,13 @@ def _sharded_extract(run: Any) -> tuple[Any, Any]:
     jobs = plan(run)
     scanned = scan.partial(run=run).expand(job=jobs)
     buckets = stitch(run, jobs, scanned)
-    customers = resolve_customers(run, buckets)
+    customers = resolve_customers.partial(run=run).expand(job=customer_jobs(buckets))
+    routes = route.partial(run=run).expand(job=route_jobs(buckets))
+    lookups = lookup.partial(run=run).expand(job=lookup_jobs(buckets))
     orders = resolve_orders.partial(run=run).expand(job=buckets)
     items = resolve_items.partial(run=run).expand(job=buckets)
-    chain(customers, orders, items)
+    chain([customers, routes], lookups, orders, items)
+    chain(customers, orders)  # one customer bucket: no lookups (skipped), the staged customers
     return buckets, items
 
 
@@ -398,8 +442,10 @@ def _sharded_extract_results(ti: Any) -> dict[str, Any] | None:
     buckets = ti.xcom_pull(task_ids="stitch")
     if not buckets:
         return None
-    resolved = [ti.xcom_pull(task_ids="resolve_customers")]
-    indexes = list(range(len(buckets)))  # a list of one index still pulls a list
+    customer_buckets = int(buckets[0]["plan"].get("customer_buckets", 1))
+    # A list of one index still pulls a list.
+    resolved = ti.xcom_pull(task_ids=["resolve_customers"], map_indexes=list(range(customer_buckets)))
+    indexes = list(range(len(buckets)))
     for task_id in ("resolve_orders", "resolve_items"):
         resolved += ti.xcom_pull(task_ids=[task_id], map_indexes=indexes)
     return {"plan": buckets[0]["plan"], "scans": buckets[0]["scans"], "resolved": resolved}

@@ -134,6 +134,14 @@ class Settings:
             "the extract is then about a quarter faster and holds 2.6 GiB instead of 1)."
         ),
     )
+    customer_buckets: int = field(
+        default=0,
+        metadata=_doc(
+            "Key-hash buckets of the customers, a power of two (0: about a quarter of bucket_mib "
+            "of customers.csv each). With several, each order bucket finds its customers by a "
+            "lookup exchange with the customer buckets instead of reading every customer."
+        ),
+    )
     shards: int = field(
         default=1,
         metadata=_doc(
@@ -195,6 +203,12 @@ class Settings:
             (self.lock_timeout_s > 0, f"lock_timeout_s must be > 0, got {self.lock_timeout_s}."),
             (self.holdout_days >= 0, f"holdout_days must be >= 0 (0: no backtest), got {self.holdout_days}."),
             (self.bucket_mib >= 0, f"bucket_mib must be >= 0 (0: one bucket), got {self.bucket_mib}."),
+            (
+                0 <= self.customer_buckets <= 1024
+                and not self.customer_buckets & (self.customer_buckets - 1),
+                "customer_buckets must be 0 (by size) or a power of two up to 1024, "
+                f"got {self.customer_buckets}.",
+            ),
             (
                 1 <= self.shards <= 1024,
                 f"shards must be between 1 and 1024 (1: not sharded), got {self.shards}.",

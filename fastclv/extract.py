@@ -11,16 +11,22 @@ each file, in contract order (customers, orders, items), goes through:
    Arrow IPC work file, the passing ones to one work file per key-hash bucket
    (``_work/<file>.b<k>.arrow``); nothing is held in memory.
 2. *resolve*, one bucket at a time (streaming Polars queries): every row of one key, and an
-   order with all its items, fall in the same bucket (customers are one bucket, and every
-   order bucket looks its customer up in all of them), so each rule is decided inside a
+   order with all its items, fall in the same bucket, so each rule is decided inside a
    bucket, and the hash tables hold about :data:`BUCKET_BYTES` of input whatever the file's
-   size. Repeated keys are found on the key hash and settled on the text (exact duplicates
-   dropped, every row of a conflicting key rejected); foreign keys are joined on a hash of
-   the key and confirmed on the text (a text join when two parent keys share a hash).
-   Valid rows are staged as ``<run>/<file>.parquet`` with their parent's row number: in row
-   order when the file is one bucket, else bucket after bucket (row order inside each): each
-   bucket writes its part of the staged file as Parquet, and the parts are joined without
-   decoding them (:func:`fastclv.native.concat_parquet`: the encoded column chunks are copied).
+   size. Customers are bucketed by their own key hash (one bucket while customers.csv is
+   under a quarter of :data:`BUCKET_BYTES`: then every order bucket looks its customers up in
+   all of them). With several, an order's customer is found by one exchange
+   (:func:`route_orders`, :func:`lookup_customers`): each order bucket sends (row,
+   customer_id) to the bucket of the customer's hash, which the scanner gives every order;
+   each customer bucket answers with the customer's row, and the order bucket joins the
+   answers on its row numbers. Repeated keys are found on the key hash and settled on the
+   text (exact duplicates dropped, every row of a conflicting key rejected); foreign keys are
+   joined on a hash of the key and confirmed on the text (a text join when two parent keys
+   share a hash). Valid rows are staged as ``<run>/<file>.parquet`` with their parent's row
+   number: in row order when the file is one bucket, else bucket after bucket (row order
+   inside each): each bucket writes its part of the staged file as Parquet, and the parts are
+   joined without decoding them (:func:`fastclv.native.concat_parquet`: the encoded column
+   chunks are copied). Customers are always staged in row order (their bucket parts merged).
 3. *rejects*: the scanner's rejects and the later ones merge, in row order, into
    ``<run>/rejects.parquet``. Rows rejected in step 2 get their raw text by reading their
    byte ranges back from the input: no second pass over a file.
@@ -62,7 +68,7 @@ log = logging.getLogger(__name__)
 
 REASON, COLUMN, ROW = native.REASON, native.COLUMN, "row"
 RAW, OFFSET, LENGTH = native.RAW, native.OFFSET, native.LENGTH
-KEY_HASH = native.KEY_HASH
+KEY_HASH, PARENT_HASH = native.KEY_HASH, native.PARENT_HASH
 
 #: Input bytes per key-hash bucket: orders and items are resolved one bucket at a time, so
 #: that the hash tables of duplicate and foreign-key resolution hold about this much input.
@@ -70,6 +76,9 @@ BUCKET_BYTES = 128 * 2**20
 #: Buckets when the store does not give a file's size.
 DEFAULT_BUCKETS = 8
 MAX_BUCKETS = 1024
+#: customers.csv bytes per customer bucket, as a share of the bucket bytes: a customer row is
+#: short (about 25 bytes) and its resolve and lookup hold a hash table entry for each.
+CUSTOMER_BUCKET_SHARE = 4
 # --------------------------------------------------------------------------- results
 
 
@@ -225,6 +234,7 @@ def extract(
     chunk_bytes: int = 0,
     threads: int = 0,
     buckets: int = 0,
+    customer_buckets: int = 0,
     bucket_bytes: int = BUCKET_BYTES,
     on_progress: ScanProgress | None = None,
 ) -> ExtractResult:
@@ -235,7 +245,8 @@ def extract(
     before.
 
     ``buckets`` is the number of key-hash buckets orders and items are resolved in, one at a
-    time (a power of two; 0: about ``bucket_bytes`` of input each, see :func:`bucket_count`).
+    time (a power of two; 0: about ``bucket_bytes`` of input each, see :func:`bucket_count`);
+    ``customer_buckets`` those of the customers (0: :func:`customer_bucket_count`).
 
     ``on_progress(file_name, rows, bytes_read, size)`` is called as each file's scan moves
     (after every batch, and once at its end).
@@ -254,23 +265,33 @@ def extract(
     if not buckets:
         sizes = (headers[ORDERS.name].size, headers[ORDER_ITEMS.name].size)
         buckets = bucket_count(*sizes, bucket_bytes=bucket_bytes)
-    if buckets & (buckets - 1):
-        raise ValueError(f"buckets must be a power of two, not {buckets}")
+    customer_buckets = customer_buckets or customer_bucket_count(
+        headers["customers"].size, bucket_bytes=bucket_bytes
+    )
+    for n in (buckets, customer_buckets):
+        if n & (n - 1) or n < 1:
+            raise ValueError(f"bucket counts must be powers of two, not {n}")
     counts: dict[str, FileCounts] = {}
     valid_paths: dict[str, str] = {}
     reject_parts: dict[str, Path] = {}
     # Reads of the inputs are told apart inside (_reading); what is left is writing to staging.
     with stage.writing(run_dir):
         work_dir.mkdir(parents=True, exist_ok=True)
-        # Customers are one bucket (the smallest file: every order bucket looks its customer
-        # up in all of them); orders and items share their buckets, by the order_id hash.
+        # Orders and items share their buckets, by the order_id hash; customers have their own
+        # (by customer_id), which the orders' lookup exchange crosses.
         order_parts: list[Path] = []
+        customer_parts: list[Path] = []
+        later: list[Path] = []  # work files of one file that the next file's resolve reads
 
-        def parents(spec: InputFile) -> Callable[[int], Parents | None]:
+        def parents(spec: InputFile, scanned: Scanned) -> Callable[[int], Parents | None]:
             """The parents of the foreign key of each bucket of ``spec``."""
-            if spec is ORDERS:
+            if spec is ORDERS and customer_buckets == 1:
                 held = order_parents(run_dir / "customers.parquet")
                 return lambda _: held
+            if spec is ORDERS:
+                answers = exchange(scanned, customer_parts, work_dir)
+                later.extend(path for paths in answers for path in paths)
+                return lambda k: known_parents(answers[k])
             if spec is ORDER_ITEMS:
                 return item_parents(order_parts, cutoff)
             return lambda _: None
@@ -278,22 +299,26 @@ def extract(
         try:
             for spec in INPUT_FILES:
                 header = headers[spec.name]
-                n = 1 if spec.name == "customers" else buckets
+                n = customer_buckets if spec.name == "customers" else buckets
                 scanned = scan_file(header, work_dir, n, storage_options, on_progress)
                 out = run_dir / f"{spec.name}.parquet"
                 rejects_part = work_dir / f"{spec.name}.rejects.parquet"
                 t0 = time.perf_counter()
                 counts[spec.name], parts = _resolve_file(
-                    spec, scanned, parents(spec), cutoff, out, rejects_part, work_dir
+                    spec, scanned, parents(spec, scanned), cutoff, out, rejects_part, work_dir
                 )
-                order_parts += parts
+                if spec.name == "customers":
+                    customer_parts = parts
+                    later += parts
+                else:
+                    order_parts += parts
                 log.info(
                     "%s: resolved duplicates and keys in %.2f s", spec.file_name, time.perf_counter() - t0
                 )
                 valid_paths[spec.name] = str(out)
                 reject_parts[spec.name] = rejects_part
         finally:
-            for part in order_parts:
+            for part in (*order_parts, *later):
                 part.unlink(missing_ok=True)
 
         rejects_path = run_dir / "rejects.parquet"
@@ -308,6 +333,17 @@ PROGRESS_EVERY = 10.0
 
 #: ``(file_name, rows, bytes_read, size or None)``, called as a scan moves.
 ScanProgress = Callable[[str, int, int, "int | None"], None]
+
+
+def customer_bucket_count(size: int | None, bucket_bytes: int = BUCKET_BYTES) -> int:
+    """Key-hash buckets of the customers (a power of two).
+
+    About ``bucket_bytes / CUSTOMER_BUCKET_SHARE`` of customers.csv each; one when the size is
+    not known, or ``bucket_bytes`` is 0.
+    """
+    if bucket_bytes <= 0 or size is None:
+        return 1
+    return bucket_count(size, bucket_bytes=max(1, bucket_bytes // CUSTOMER_BUCKET_SHARE))
 
 
 def bucket_count(*sizes: int | None, bucket_bytes: int = BUCKET_BYTES) -> int:
@@ -388,7 +424,8 @@ def scan_file(
     """
     spec, scan = header.spec, header.scan
     stem = stem or spec.name
-    keep = [*VALID_SCHEMAS[spec.name].names(), KEY_HASH, OFFSET, LENGTH]
+    parent_hash = [PARENT_HASH] if spec is ORDERS else []
+    keep = [*VALID_SCHEMAS[spec.name].names(), KEY_HASH, *parent_hash, OFFSET, LENGTH]
     names = {"rejected": work_dir / f"{stem}.rejected.arrow"}
     names |= {f"b{k}": work_dir / f"{stem}.b{k}.arrow" for k in range(buckets)}
     where = f" bytes {byte_range.start}-{byte_range.end or header.size or ''}" if byte_range else ""
@@ -478,6 +515,9 @@ class Parents:
     child_hash: pl.Expr
     #: No two parent keys share a hash (then a hash match names one parent).
     unique: bool
+    #: ``rows`` are the children's answers of the customer lookup exchange (``row``, ``_parent``):
+    #: joined on the child's row number (:func:`known_parents`).
+    by_row: bool = False
 
 
 def _parents(
@@ -642,6 +682,106 @@ def order_parents(customers: Path) -> Parents:
     return _parents(pl.scan_parquet(customers), "customer_id", Reason.UNKNOWN_CUSTOMER, key, key, hold=False)
 
 
+def known_parents(answers: list[Path]) -> Parents:
+    """The parents of one order bucket after the lookup exchange: its answer files.
+
+    One file per customer bucket: the rows whose customer is staged, and that customer's row.
+    """
+    row = pl.col(ROW)
+    return Parents(pl.scan_ipc(answers), "customer_id", Reason.UNKNOWN_CUSTOMER, row, True, by_row=True)
+
+
+def ask_file(work_dir: Path, k: int, j: int) -> Path:
+    """The questions of order bucket ``k`` to customer bucket ``j`` (:func:`route_orders`)."""
+    return work_dir / f"orders.ask.b{k}.c{j}.arrow"
+
+
+def answer_file(work_dir: Path, k: int, j: int) -> Path:
+    """The answers of customer bucket ``j`` to order bucket ``k`` (:func:`lookup_customers`)."""
+    return work_dir / f"orders.answer.b{k}.c{j}.arrow"
+
+
+def exchange(scanned: Scanned, customer_parts: list[Path], work_dir: Path) -> list[list[Path]]:
+    """The orders' customer lookup in one process; the answer files of each order bucket.
+
+    Every order bucket's questions (:func:`route_orders`), then every customer bucket's
+    answers (:func:`lookup_customers`).
+    """
+    t0 = time.perf_counter()
+    buckets, customer_buckets = len(scanned.buckets), len(customer_parts)
+    asks = [[ask_file(work_dir, k, j) for j in range(customer_buckets)] for k in range(buckets)]
+    answers = [[answer_file(work_dir, k, j) for j in range(customer_buckets)] for k in range(buckets)]
+    try:
+        for k in range(buckets):
+            route_orders(scanned.bucket(k), asks[k])
+        for j, customers in enumerate(customer_parts):
+            lookup_customers(customers, [a[j] for a in asks], [a[j] for a in answers])
+    except BaseException:
+        for path in (p for a in answers for p in a):
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        for path in (p for a in asks for p in a):
+            path.unlink(missing_ok=True)
+    log.info(
+        "orders.csv: customers looked up across %d x %d buckets in %.2f s",
+        buckets,
+        customer_buckets,
+        time.perf_counter() - t0,
+    )
+    return answers
+
+
+def route_orders(rows: pl.LazyFrame, out: list[Path]) -> None:
+    """One order bucket's questions: the row and customer_id of each passing order.
+
+    To ``out[j]``, ``j`` the customer bucket of the customer_id's key hash (which the scanner
+    gives every order). The bucket's questions are held (a row number and an id per order of the bucket).
+    """
+    frame = rows.select(ROW, "customer_id", (pl.col(PARENT_HASH) % len(out)).cast(pl.Int64).alias("_j"))
+    held = frame.collect(engine="streaming")
+    by_bucket = held.partition_by("_j", as_dict=True, include_key=False)
+    empty = held.clear().drop("_j")
+    for j, path in enumerate(out):
+        stage.sink_ipc(by_bucket.get((j,), empty).lazy(), path)
+
+
+def lookup_customers(customers: Path, asks: list[Path], out: list[Path]) -> None:
+    """One customer bucket's answers to the questions of each order bucket (``asks[k]``).
+
+    To ``out[k]``: the rows whose customer_id is a staged customer of the bucket, with that
+    customer's row (``row``, ``_parent``).
+
+    The bucket's staged customers (``customers``: its part of the staged file) are held once,
+    sorted by a 64-bit hash of the key; each question file is then answered by a binary search
+    on the hashes, confirmed on the text (a hash join per file would build its table again
+    each time). When two of the bucket's customers share a hash, by a join on the text.
+    """
+    table = (
+        pl.scan_parquet(customers)
+        .select("customer_id", pl.col(ROW).alias("_parent"))
+        .with_columns(pl.col("customer_id").hash().alias("_h"))
+        .sort("_h")
+        .collect()
+    )
+    unique = table["_h"].n_unique() == table.height
+    for ask, path in zip(asks, out, strict=True):
+        stage.sink_ipc(_answers(table, pl.read_ipc(ask), unique).lazy(), path)
+
+
+def _answers(table: pl.DataFrame, questions: pl.DataFrame, unique: bool) -> pl.DataFrame:
+    """The questions (``row``, ``customer_id``) whose customer is in ``table``, with its row."""
+    if not table.height or not questions.height:
+        return pl.DataFrame(schema={ROW: questions.schema[ROW], "_parent": table.schema["_parent"]})
+    if not unique:
+        return questions.join(table.drop("_h"), on="customer_id", how="inner").select(ROW, "_parent")
+    hashes = questions["customer_id"].hash()
+    at = table["_h"].search_sorted(hashes).clip(upper_bound=table.height - 1)
+    found = table.select(pl.all().gather(at))
+    hit = (found["_h"] == hashes) & (found["customer_id"] == questions["customer_id"])
+    return pl.DataFrame({ROW: questions[ROW], "_parent": found["_parent"]}).filter(hit)
+
+
 def resolve_bucket(
     spec: InputFile, rows: pl.LazyFrame, parents: Parents | None, cutoff: pl.Expr, out: BucketFiles
 ) -> Resolved:
@@ -663,11 +803,14 @@ def _resolve_file(
     One bucket is staged as it is resolved. Several are each written as their part of the
     staged file (Parquet, the staged codec), then joined in bucket order (row order inside
     each bucket) without decoding them. Returns the counts and, for orders, a work file per
-    bucket with the columns its items need (the caller removes them).
+    bucket with the columns its items need; for customers in several buckets, their parts of
+    the staged file, which the orders' lookup reads (the caller removes them).
     """
     total = Resolved()
     n = len(scanned.buckets)
     outputs = [bucket_files(spec, k, n, out.parent, work_dir) for k in range(n)]
+    # Several customer buckets: their parts stay for the orders' lookup (the caller removes them).
+    keep = spec.name == "customers" and n > 1
     try:
         for k, bucket in enumerate(outputs):
             t0 = time.perf_counter()
@@ -676,10 +819,15 @@ def _resolve_file(
                 path.unlink()
             log.debug("%s: bucket %d resolved in %.2f s", spec.file_name, k, time.perf_counter() - t0)
         counts = finish_file(spec, scanned, total, outputs, out, rejects_out)
+    except BaseException:
+        keep = False
+        raise
     finally:
-        if n > 1:
+        if n > 1 and not keep:
             for bucket in outputs:
                 bucket.valid.unlink(missing_ok=True)
+    if keep:
+        return counts, [b.valid for b in outputs]
     return counts, [b.keys for b in outputs if b.keys is not None]
 
 
@@ -698,7 +846,12 @@ def finish_file(
     The scan's rejects and the late rejects are removed after use unless ``keep_work`` (the
     sharded plan keeps them until the end, so that a retried task finds them).
     """
-    if len(outputs) > 1:
+    if len(outputs) > 1 and spec.name == "customers":
+        # In row order, as one bucket stages them: the customer parts are ranges of rows.
+        t0 = time.perf_counter()
+        stage.merge_parquet([b.valid for b in outputs], out, key=ROW)
+        log.debug("%s: staged in %.2f s", spec.file_name, time.perf_counter() - t0)
+    elif len(outputs) > 1:
         t0 = time.perf_counter()
         stage.join_parquet([b.valid for b in outputs], out, rows_key=stage.BUCKET_ROWS)
         log.debug("%s: staged in %.2f s", spec.file_name, time.perf_counter() - t0)
@@ -748,7 +901,10 @@ def _join_parent(ok: pl.LazyFrame, parents: Parents) -> pl.LazyFrame:
     Measured at L on the items: 9.1 s and 2.2 GB for the whole resolve, 10.8 s and 2.4 GB on text.
     """
     key = parents.key
-    if parents.unique:
+    if parents.by_row:
+        joined = ok.join(parents.rows, on=ROW, how="left", maintain_order="left")
+        known = pl.col("_parent").is_not_null()
+    elif parents.unique:
         joined = ok.with_columns(parents.child_hash).join(
             parents.rows, on="_h", how="left", maintain_order="left"
         )

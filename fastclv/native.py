@@ -27,6 +27,8 @@ RAW = "_raw"
 OFFSET = "_offset"
 LENGTH = "_length"
 KEY_HASH = "_key_hash"
+#: An order's hash of its customer_id (the customer's own KEY_HASH): its customer-hash bucket.
+PARENT_HASH = "_parent_hash"
 
 FormatError = _native.FormatError
 InternalError = _native.InternalError

@@ -393,6 +393,7 @@ def extract_stage(
             delimiter=settings.delimiter,
             storage_options=settings.storage_options,
             bucket_bytes=settings.bucket_mib * 2**20,
+            customer_buckets=settings.customer_buckets,
             on_progress=on_progress,
         )
         staged.publish(*stage.INPUTS, stage.REJECTS)

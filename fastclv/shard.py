@@ -9,7 +9,9 @@ object storage as the staging area)::
     plan                       headers checked, each CSV cut into N byte ranges, the bucket count
     scan     (per byte range)  the native scanner on one range: rows by key-hash bucket, rejects
     stitch                     each range's guessed start checked against the range before
-    resolve  (per bucket)      customers (one bucket), then each order bucket, then each item bucket
+    resolve  (per bucket)      each customer bucket (and, with several, the orders' exchange:
+                               route per order bucket, lookup per customer bucket), then each
+                               order bucket, then each item bucket
     stage                      the staged inputs, rejects.parquet and the counts
 
 The staged inputs, rejects and counts are exactly those of the unsharded extract
@@ -24,9 +26,13 @@ offset when they differ (rare: a multi-line field across a cut). Every byte is r
 unless a guess was wrong.
 
 **Where each rule is decided.** Duplicates and conflicts: inside one key's bucket (customers
-are one bucket). ``unknown_customer``: each order bucket against every staged customer, held
-once per task (about 40 bytes per customer, the one part that is not 1/N of the data).
-``unknown_order``: inside the order_id bucket, which an item shares with its order.
+by the customer_id hash, orders and items by the order_id hash). ``unknown_order``: inside the
+order_id bucket, which an item shares with its order. ``unknown_customer``: with one customer
+bucket (customers.csv under a quarter of the bucket bytes), each order bucket against every
+staged customer; with several, by one small exchange: :func:`route` sends each order bucket's
+(row, customer_id) to the customer bucket of the id's hash, :func:`lookup` answers with the
+customer's row, and each order bucket joins its answers on its row numbers. So no task holds
+more than one bucket of any file.
 """
 
 from __future__ import annotations
@@ -87,16 +93,18 @@ class Plan:
     """What :func:`plan` decided: the byte ranges of each file and the key-hash buckets."""
 
     files: dict[str, FilePlan]
-    #: Buckets of orders and items (customers are one).
+    #: Buckets of orders and items.
     buckets: int
     #: This plan's own id: names what its tasks leave behind (a rerun never takes an earlier plan's).
     id: str = ""
     #: Customer parts of the transform (:mod:`fastclv.shard_transform`): ranges of customer rows.
     parts: int = 1
+    #: Buckets of the customers (by the customer_id hash).
+    customer_buckets: int = 1
 
     def buckets_of(self, file: str) -> int:
         """Key-hash buckets of ``file``."""
-        return 1 if file == "customers" else self.buckets
+        return self.customer_buckets if file == "customers" else self.buckets
 
     def scans(self) -> list[tuple[str, int]]:
         """Every (file, range index) to scan, largest files first."""
@@ -110,6 +118,7 @@ class Plan:
             "buckets": self.buckets,
             "id": self.id,
             "parts": self.parts,
+            "customer_buckets": self.customer_buckets,
         }
 
     @classmethod
@@ -120,6 +129,7 @@ class Plan:
             int(data["buckets"]),
             str(data["id"]),
             int(data.get("parts", 1)),
+            int(data.get("customer_buckets", 1)),
         )
 
 
@@ -200,14 +210,15 @@ def plan(
     *,
     range_bytes: int = 0,
     buckets: int = 0,
+    customer_buckets: int = 0,
     area: stage.StagingArea | None = None,
 ) -> Plan:
     """Check the three headers and cut each file into ``shards`` byte ranges.
 
     ``range_bytes`` > 0 cuts ranges of about that many bytes instead (more ranges than
-    shards: tests, and files far larger than the workers' memory). ``buckets`` (a power of
-    two) overrides the bucket count that ``settings.bucket_mib`` gives, as in
-    :func:`fastclv.extract.extract`. Clears the work files of an earlier sharded run of the date.
+    shards: tests, and files far larger than the workers' memory). ``buckets`` and
+    ``customer_buckets`` (powers of two) override the bucket counts that ``settings.bucket_mib``
+    gives, as in :func:`fastclv.extract.extract`. Clears the work files of an earlier sharded run of the date.
 
     Raises:
         InputError: a file is missing, unreadable or lacks a required column.
@@ -227,17 +238,25 @@ def plan(
         cuts = sorted({start + data * i // n for i in range(1, n)} - {start})
         files[name] = FilePlan(name, header.size, start, cuts)
     sizes = (headers[ORDERS.name].size, headers[ORDER_ITEMS.name].size)
-    buckets = buckets or ex.bucket_count(*sizes, bucket_bytes=settings.bucket_mib * 2**20)
-    if buckets & (buckets - 1):
-        raise ValueError(f"buckets must be a power of two, not {buckets}")
+    bucket_bytes = settings.bucket_mib * 2**20
+    buckets = buckets or ex.bucket_count(*sizes, bucket_bytes=bucket_bytes)
+    customer_buckets = (
+        customer_buckets
+        or settings.customer_buckets
+        or ex.customer_bucket_count(headers["customers"].size, bucket_bytes=bucket_bytes)
+    )
+    for n in (buckets, customer_buckets):
+        if n & (n - 1) or n < 1:
+            raise ValueError(f"bucket counts must be powers of two, not {n}")
     with pipeline_area(settings, area) as staged:
         for work in (SHARDS, PARTS):
             shutil.rmtree(staged.local_dir() / work, ignore_errors=True)
-    the_plan = Plan(files, buckets, uuid.uuid4().hex[:12], parts=shards)
+    the_plan = Plan(files, buckets, uuid.uuid4().hex[:12], parts=shards, customer_buckets=customer_buckets)
     log.info(
-        "plan: %s; %d key-hash buckets",
+        "plan: %s; %d key-hash buckets (customers %d)",
         ", ".join(f"{name} {len(f.cuts) + 1} byte ranges" for name, f in files.items()),
         buckets,
+        customer_buckets,
     )
     return the_plan
 
@@ -354,8 +373,9 @@ def resolve(
 ) -> BucketResult:
     """Resolve bucket ``bucket`` of ``file``: duplicates and foreign keys, exactly as unsharded.
 
-    Customers (one bucket) come first: every order bucket looks its customer up in the staged
-    customers; an item bucket needs the resolved order bucket of the same number.
+    Customers come first: with one customer bucket, every order bucket looks its customer up
+    in the staged customers; with several, in the answers of :func:`lookup`. An item bucket
+    needs the resolved order bucket of the same number.
     """
     spec = _SPECS[file]
     cutoff = as_of_cutoff(settings.as_of)
@@ -369,9 +389,13 @@ def resolve(
         inputs = [_relative(staged, p) for p in scanned.buckets[bucket]]
         staged.fetch(*inputs)
         parents: ex.Parents | None = None
-        if spec is ORDERS:
+        if spec is ORDERS and the_plan.customer_buckets == 1:
             staged.fetch("customers.parquet")
             parents = ex.order_parents(staged.path("customers.parquet"))
+        elif spec is ORDERS:
+            answers = _answers(staged, the_plan, bucket)
+            staged.fetch(*(_relative(staged, p) for p in answers))
+            parents = ex.known_parents(answers)
         elif spec is ORDER_ITEMS:
             part = _order_parts(staged, the_plan)[bucket]
             staged.fetch(_relative(staged, part))
@@ -387,6 +411,60 @@ def resolve(
         staged.remove(*inputs)
     log.info("resolve: %s bucket %d in %.2f s", spec.file_name, bucket, time.perf_counter() - t0)
     return result
+
+
+def _asks(area: stage.StagingArea, the_plan: Plan, bucket: int) -> list[Path]:
+    """The questions of order bucket ``bucket``, one file per customer bucket."""
+    work = area.local_dir() / SHARDS
+    return [ex.ask_file(work, bucket, j) for j in range(the_plan.customer_buckets)]
+
+
+def _answers(area: stage.StagingArea, the_plan: Plan, bucket: int) -> list[Path]:
+    """The answers to order bucket ``bucket``, one file per customer bucket."""
+    work = area.local_dir() / SHARDS
+    return [ex.answer_file(work, bucket, j) for j in range(the_plan.customer_buckets)]
+
+
+def route(
+    settings: Settings,
+    the_plan: Plan,
+    scans: list[RangeScan],
+    bucket: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, int]:
+    """The customer lookup's questions of order bucket ``bucket``, one file per customer bucket.
+
+    Its orders' (row, customer_id), by :func:`fastclv.extract.route_orders`.
+
+    Only with several customer buckets; runs beside the customers' resolve. Rewrites its files
+    whole when retried.
+    """
+    with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        scanned = _scanned(staged, the_plan, ORDERS.name, scans)
+        staged.fetch(*(_relative(staged, p) for p in scanned.buckets[bucket]))
+        out = _asks(staged, the_plan, bucket)
+        out[0].parent.mkdir(parents=True, exist_ok=True)
+        ex.route_orders(scanned.bucket(bucket), out)
+        staged.publish(*(_relative(staged, p) for p in out))
+    return {"bucket": bucket}
+
+
+def lookup(
+    settings: Settings, the_plan: Plan, bucket: int, *, area: stage.StagingArea | None = None
+) -> dict[str, int]:
+    """Customer bucket ``bucket``'s answers to every order bucket's questions.
+
+    By :func:`fastclv.extract.lookup_customers`, after that bucket's resolve and every route.
+    """
+    with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
+        customers = _bucket_files(staged, the_plan, "customers", bucket).valid
+        asks = [_asks(staged, the_plan, k)[bucket] for k in range(the_plan.buckets)]
+        answers = [_answers(staged, the_plan, k)[bucket] for k in range(the_plan.buckets)]
+        staged.fetch(*(_relative(staged, p) for p in (customers, *asks)))
+        ex.lookup_customers(customers, asks, answers)
+        staged.publish(*(_relative(staged, p) for p in answers))
+    return {"bucket": bucket}
 
 
 def resolve_items(
@@ -460,6 +538,11 @@ def _remove_work(area: stage.StagingArea, the_plan: Plan) -> None:
             for k in range(the_plan.buckets_of(spec.name)):
                 b = _bucket_files(area, the_plan, spec.name, k)
                 names += [_relative(area, p) for p in (b.valid, b.late, b.keys) if p is not None]
+        if the_plan.customer_buckets > 1:
+            for k in range(the_plan.buckets):
+                names += [
+                    _relative(area, p) for p in (*_asks(area, the_plan, k), *_answers(area, the_plan, k))
+                ]
         names += [f"{SHARDS}/{spec.name}.b{k}.{the_plan.id}.json" for spec in INPUT_FILES
                   for k in range(the_plan.buckets_of(spec.name))]  # fmt: skip
         area.remove(*(n for n in names if n.startswith(f"{SHARDS}/")))
@@ -489,6 +572,7 @@ def run_local(
     workers: int,
     range_bytes: int = 0,
     buckets: int = 0,
+    customer_buckets: int = 0,
     area: stage.StagingArea | None = None,
     on_progress: ex.ScanProgress | None = None,
 ) -> dict[str, dict[str, object]]:
@@ -500,7 +584,14 @@ def run_local(
     ``shards`` > 1) must guard its own work with ``if __name__ == "__main__":``.
     """
     t0 = time.perf_counter()
-    the_plan = plan(settings, workers, range_bytes=range_bytes, buckets=buckets, area=area)
+    the_plan = plan(
+        settings,
+        workers,
+        range_bytes=range_bytes,
+        buckets=buckets,
+        customer_buckets=customer_buckets,
+        area=area,
+    )
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
@@ -517,7 +608,17 @@ def run_local(
                 _report(on_progress, the_plan, done)
         t1 = time.perf_counter()
         scans = stitch(settings, the_plan, done, area=area)
-        resolved = [resolve(settings, the_plan, scans, "customers", 0, area=area)]
+        if the_plan.customer_buckets == 1:
+            resolved = [resolve(settings, the_plan, scans, "customers", 0, area=area)]
+        else:  # the customers' buckets and the orders' questions, then the answers
+            first = [pool.submit(resolve, settings, the_plan, scans, "customers", j)
+                     for j in range(the_plan.customer_buckets)]  # fmt: skip
+            routes = [pool.submit(route, settings, the_plan, scans, k) for k in range(the_plan.buckets)]
+            resolved = [job.result() for job in first]
+            for job in routes:
+                job.result()
+            for job in [pool.submit(lookup, settings, the_plan, j) for j in range(the_plan.customer_buckets)]:
+                job.result()
         jobs = [
             pool.submit(resolve, settings, the_plan, scans, ORDERS.name, k) for k in range(the_plan.buckets)
         ]
@@ -578,6 +679,7 @@ def plan_task(settings: Settings, *, area: stage.StagingArea | None = None) -> d
         "plan": the_plan.as_dict(),
         "scans": [{"file": file, "index": k} for file, k in the_plan.scans()],
         "buckets": list(range(the_plan.buckets)),
+        "customer_buckets": list(range(the_plan.customer_buckets)),
     }
 
 
@@ -621,6 +723,26 @@ def resolve_task(
     if file == ORDER_ITEMS.name:
         return resolve_items(settings, the_plan, stitched, bucket, area=area).as_dict()
     return resolve(settings, the_plan, stitched, file, bucket, area=area).as_dict()
+
+
+def route_task(
+    settings: Settings,
+    planned: Mapping[str, Any],
+    scans: Iterable[Mapping[str, Any]],
+    bucket: int,
+    *,
+    area: stage.StagingArea | None = None,
+) -> dict[str, int]:
+    """:func:`route` of one order bucket."""
+    stitched = [RangeScan.from_dict(s) for s in scans]
+    return route(settings, Plan.from_dict(planned), stitched, bucket, area=area)
+
+
+def lookup_task(
+    settings: Settings, planned: Mapping[str, Any], bucket: int, *, area: stage.StagingArea | None = None
+) -> dict[str, int]:
+    """:func:`lookup` of one customer bucket."""
+    return lookup(settings, Plan.from_dict(planned), bucket, area=area)
 
 
 def stage_task(

@@ -155,6 +155,18 @@ def bucket_rows(path: Path) -> list[int]:
     return [int(pl.scan_parquet(path).select(pl.len()).collect().item())]
 
 
+def merge_parquet(parts: list[Path], path: Path, *, key: str) -> None:
+    """Merge Parquet files of one schema, each sorted by ``key``, into ``path`` sorted by it.
+
+    Streamed (a balanced tree of :meth:`polars.LazyFrame.merge_sorted`), in the staged codec.
+    """
+    frames = [pl.scan_parquet(part) for part in parts]
+    while len(frames) > 1:
+        pairs = zip(frames[::2], frames[1::2], strict=False)
+        frames = [a.merge_sorted(b, key=key) for a, b in pairs] + frames[len(frames) // 2 * 2 :]
+    sink_parquet(frames[0], path, compression=STAGED_INPUT_CODEC)
+
+
 def sink_ipc(frame: pl.LazyFrame, path: Path) -> None:
     """Stream a LazyFrame to an Arrow IPC file atomically (work files: cheap to write)."""
     with files.atomic_write(path) as tmp:

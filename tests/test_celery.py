@@ -179,6 +179,8 @@ def deployment(pg_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "FASTCLV_STAGING": f"s3://{BUCKET}/staging",
             "FASTCLV_PG_SCHEMA": schema,
             "FASTCLV_RETRY_DELAY_S": "2",
+            # Two customer buckets: the orders find their customers by the route and lookup tasks.
+            "FASTCLV_CUSTOMER_BUCKETS": "2",
             "FASTCLV_START_DATE": "2099-01-01",  # no scheduled run beside the one the test triggers
         }
         deployed = Deployment(env, metadata_uri, pg_uri, schema, logs, s3)
@@ -264,6 +266,9 @@ def test_a_sharded_run_on_two_celery_workers_survives_a_killed_worker(
     [(_, _, retried_state, tries, _)] = [i for i in instances if i[0] == "scan" and i[1] == map_index]
     assert (retried_state, tries) == ("success", 2), f"the scan on {killed} was not retried: {instances}"
     assert sorted(i[1] for i in instances if i[0] == "scan") == list(range(9))
+    for task_id, count in (("resolve_customers", 2), ("lookup", 2)):
+        assert sorted(i[1] for i in instances if i[0] == task_id and i[2] == "success") == list(range(count))
+    assert [i for i in instances if i[0] == "route" and i[2] == "success"]
     with psycopg.connect(deployment.target_uri) as conn:
         schema = sql.Identifier(deployment.schema)
         rows = conn.execute(

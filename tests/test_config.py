@@ -36,6 +36,7 @@ NOT_DEFAULT: dict[str, tuple[str, object]] = {
     "holdout_days": ("30", 30),
     "reject_rate_threshold": ("0.2", 0.2),
     "bucket_mib": ("64", 64),
+    "customer_buckets": ("8", 8),
     "shards": ("4", 4),
     "storage_options": ('{"aws_region": "eu-west-1"}', {"aws_region": "eu-west-1"}),
     "statsd_host": ("statsd:9125", "statsd:9125"),
@@ -72,6 +73,9 @@ def test_a_bad_variable_names_itself() -> None:
         Settings.from_env({"FASTCLV_INPUT": "in", "FASTCLV_VERIFY": "maybe"})
     with pytest.raises(ConfigError, match=r"reject_rate_threshold must be in \[0, 1\]"):
         Settings.from_env({"FASTCLV_INPUT": "in", "FASTCLV_REJECT_RATE_THRESHOLD": "1.5"})
+    for bad in ("3", "-2", "2048"):
+        with pytest.raises(ConfigError, match=f"customer_buckets must be 0 .* got {bad}"):
+            Settings.from_env({"FASTCLV_INPUT": "in", "FASTCLV_CUSTOMER_BUCKETS": bad})
 
 
 def test_the_public_api_imports_from_the_package_without_loading_polars() -> None:

@@ -131,9 +131,16 @@ def shaped(input_dir: Path, **tuning: int) -> tuple[pl.DataFrame, pl.DataFrame, 
     chunk=st.sampled_from([1, 7, 64, 0]),
     threads=st.sampled_from([1, 3]),
     buckets=st.sampled_from([0, 1, 2, 8]),
+    customer_buckets=st.sampled_from([0, 2, 4]),
 )
 def test_native_scan_agrees_with_the_oracle_on_hostile_bytes(
-    customers: bytes, orders: bytes, items: bytes, chunk: int, threads: int, buckets: int
+    customers: bytes,
+    orders: bytes,
+    items: bytes,
+    chunk: int,
+    threads: int,
+    buckets: int,
+    customer_buckets: int,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -144,7 +151,9 @@ def test_native_scan_agrees_with_the_oracle_on_hostile_bytes(
         ):
             (folder / file_name).write_bytes(data)
         expected = reference_run(folder, AS_OF)
-        output, rejects, counts = shaped(folder, chunk_bytes=chunk, threads=threads, buckets=buckets)
+        output, rejects, counts = shaped(
+            folder, chunk_bytes=chunk, threads=threads, buckets=buckets, customer_buckets=customer_buckets
+        )
         assert_frame_equal(rejects, expected.rejects)
         assert counts == expected.counts
         predictive = ["p_alive", "expected_purchases", "predicted_clv"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from datetime import date
 from decimal import Decimal
@@ -92,13 +93,25 @@ def test_pipeline_equals_the_oracle_on_generated_data(generated: Path, tmp_path:
         assert {k: v for k, v in counts.as_dict().items() if k != "file"} == oracle.counts[name]
 
 
-def test_key_hash_buckets_stage_the_same_rows_rejects_and_counts(generated: Path, tmp_path: Path) -> None:
-    """Orders and items resolved in 16 buckets, one at a time, stage what one bucket stages."""
-    one = extract(str(generated), tmp_path / "one", AS_OF, buckets=1)
-    many = extract(str(generated), tmp_path / "many", AS_OF, buckets=16)
+@pytest.mark.parametrize("customer_buckets", [1, 8])
+def test_key_hash_buckets_stage_the_same_rows_rejects_and_counts(
+    generated: Path, tmp_path: Path, customer_buckets: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Orders and items resolved in 16 buckets, one at a time (and the customers in 8, their
+    orders' customers found by the lookup exchange), stage what one bucket stages."""
+    one = extract(str(generated), tmp_path / "one", AS_OF, buckets=1, customer_buckets=1)
+    with caplog.at_level(logging.INFO, logger="fastclv.extract"):
+        many = extract(
+            str(generated), tmp_path / "many", AS_OF, buckets=16, customer_buckets=customer_buckets
+        )
+    exchanged = f"customers looked up across 16 x {customer_buckets} buckets" in caplog.text
+    assert exchanged == (customer_buckets > 1)
+    assert one.counts["orders"].rejected_by_reason["unknown_customer"] > 0  # the lookup has misses
     for name, path in one.valid.items():
         whole, bucketed = pl.read_parquet(path), pl.read_parquet(many.valid[name])
         assert whole["row"].is_sorted()  # one bucket stages in row order
+        if name == "customers":  # ... and so do several customer buckets
+            assert_frame_equal(bucketed, whole)
         assert_frame_equal(bucketed.sort("row"), whole)
     assert_frame_equal(pl.read_parquet(many.rejects), pl.read_parquet(one.rejects))
     assert many.counts == one.counts
@@ -365,3 +378,34 @@ def test_a_database_that_is_down_at_the_start_still_ends_in_a_failed_summary(
     assert summary["status"] == "failed"
     assert summary["transient"] is True
     assert "s3cret-pw" not in json.dumps(summary)
+
+
+def _lookup_table(ids: list[str]) -> pl.DataFrame:
+    frame = pl.DataFrame({"customer_id": ids, "_parent": [10 * (i + 1) for i in range(len(ids))]})
+    return frame.with_columns(pl.col("customer_id").hash().alias("_h")).sort("_h")
+
+
+def test_the_customer_lookup_finds_exactly_the_staged_ids_by_hash_search_and_by_text_join() -> None:
+    from fastclv.extract import _answers
+
+    ids = [f"c{i}" for i in range(200)]
+    table = _lookup_table(ids)
+    asked = ["c5", "nope", "c199", "c0", "c5 ", "C5", "c1000", "", "c42"]
+    questions = pl.DataFrame({"row": list(range(1, len(asked) + 1)), "customer_id": asked})
+    # c5 -> row 60, c199 -> 2000, c0 -> 10, c42 -> 430 (the table's _parent is 10 * (index + 1)).
+    want = pl.DataFrame({"row": [1, 3, 4, 9], "_parent": [60, 2000, 10, 430]})
+    assert_frame_equal(_answers(table, questions, unique=True).sort("row"), want)
+    assert_frame_equal(_answers(table, questions, unique=False).sort("row"), want)
+    # Two staged ids sharing a hash: the text join tells them apart.
+    clash = table.with_columns(
+        pl.when(pl.col("customer_id") == "c6").then(table.filter(pl.col("customer_id") == "c5")["_h"][0])
+        .otherwise(pl.col("_h")).alias("_h")
+    ).sort("_h")  # fmt: skip
+    asked_clash = pl.DataFrame({"row": [1, 2], "customer_id": ["c6", "c5"]})
+    assert_frame_equal(
+        _answers(clash, asked_clash, unique=False).sort("row"),
+        pl.DataFrame({"row": [1, 2], "_parent": [70, 60]}),
+    )
+    # No staged customer in the bucket, or no question: no answer.
+    assert _answers(table.clear(), questions, unique=True).height == 0
+    assert _answers(table, questions.clear(), unique=True).height == 0

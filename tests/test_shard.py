@@ -37,7 +37,7 @@ STAGED = ["customers.parquet", "orders.parquet", "order_items.parquet", "rejects
 
 
 def sharded_inline(
-    settings: Settings, *, range_bytes: int, buckets: int = 0
+    settings: Settings, *, range_bytes: int, buckets: int = 0, customer_buckets: int = 0
 ) -> tuple[dict[str, dict[str, object]], list[shard.RangeScan]]:
     """Every task of the plan in this process, each result through JSON (as XCom passes it)."""
 
@@ -47,24 +47,37 @@ def sharded_inline(
     with staging_area(settings) as area:
         area.prepare()
     the_plan = shard.Plan.from_dict(
-        through_json(shard.plan(settings, 2, range_bytes=range_bytes, buckets=buckets).as_dict())
+        through_json(
+            shard.plan(
+                settings, 2, range_bytes=range_bytes, buckets=buckets, customer_buckets=customer_buckets
+            ).as_dict()
+        )
     )  # type: ignore[arg-type]
     scans = [
         shard.RangeScan.from_dict(through_json(shard.scan(settings, the_plan, file, k).as_dict()))  # type: ignore[arg-type]
         for file, k in the_plan.scans()
     ]
     scans = shard.stitch(settings, the_plan, scans)
-    resolved = [shard.resolve(settings, the_plan, scans, "customers", 0)]
+    resolved = [
+        shard.resolve(settings, the_plan, scans, "customers", j) for j in range(the_plan.customer_buckets)
+    ]
+    if the_plan.customer_buckets > 1:  # the orders' customer lookup, as the DAG's tasks run it
+        planned, stitched = through_json(the_plan.as_dict()), through_json([s.as_dict() for s in scans])
+        for k in range(the_plan.buckets):
+            assert shard.route_task(settings, planned, stitched, k) == {"bucket": k}  # type: ignore[arg-type]
+        for j in range(the_plan.customer_buckets):
+            assert shard.lookup_task(settings, planned, j) == {"bucket": j}  # type: ignore[arg-type]
     for file in ("orders", "order_items"):
         resolved += [shard.resolve(settings, the_plan, scans, file, k) for k in range(the_plan.buckets)]
     return shard.stage_inputs(settings, the_plan, scans, resolved), scans
 
 
-def unsharded(input_dir: Path, staging: Path, as_of: date, buckets: int) -> dict[str, dict[str, object]]:
+def unsharded(
+    input_dir: Path, staging: Path, as_of: date, buckets: int, customer_buckets: int = 0
+) -> dict[str, dict[str, object]]:
     run_dir = staging / as_of.isoformat()
-    return {
-        n: c.as_dict() for n, c in extract(str(input_dir), run_dir, as_of, buckets=buckets).counts.items()
-    }
+    done = extract(str(input_dir), run_dir, as_of, buckets=buckets, customer_buckets=customer_buckets)
+    return {n: c.as_dict() for n, c in done.counts.items()}
 
 
 def assert_same_staged(left: Path, right: Path) -> None:
@@ -79,9 +92,10 @@ def assert_same_staged(left: Path, right: Path) -> None:
     items=csv_file("order_items"),
     range_bytes=st.sampled_from([1, 5, 17, 64]),
     buckets=st.sampled_from([1, 2, 8]),
+    customer_buckets=st.sampled_from([1, 2, 4]),
 )
 def test_sharded_tasks_agree_with_the_oracle_on_hostile_bytes(
-    customers: bytes, orders: bytes, items: bytes, range_bytes: int, buckets: int
+    customers: bytes, orders: bytes, items: bytes, range_bytes: int, buckets: int, customer_buckets: int
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"
@@ -94,13 +108,15 @@ def test_sharded_tasks_agree_with_the_oracle_on_hostile_bytes(
             (folder / file_name).write_bytes(data)
         expected = reference_run(folder, AS_OF)
         settings_ = Settings(input=str(folder), staging=str(Path(tmp) / "s"), as_of=AS_OF, load=False)
-        counts, _ = sharded_inline(settings_, range_bytes=range_bytes, buckets=buckets)
+        counts, _ = sharded_inline(
+            settings_, range_bytes=range_bytes, buckets=buckets, customer_buckets=customer_buckets
+        )
         run_dir = Path(tmp) / "s" / AS_OF.isoformat()
         rejects = pl.read_parquet(run_dir / stage.REJECTS).select("file", "row", "reason").sort("file", "row")
         assert_frame_equal(rejects, expected.rejects)
         assert {n: {k: v for k, v in c.items() if k != "file"} for n, c in counts.items()} == expected.counts
         # ... and byte for byte what the unsharded extract stages with the same buckets.
-        assert unsharded(folder, Path(tmp) / "u", AS_OF, buckets) == counts
+        assert unsharded(folder, Path(tmp) / "u", AS_OF, buckets, customer_buckets) == counts
         assert_same_staged(run_dir, Path(tmp) / "u" / AS_OF.isoformat())
         assert not (run_dir / shard.SHARDS).exists()
 
@@ -112,12 +128,14 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("workers", [2, 3, 8])  # shards 1 is the unsharded run itself
+@pytest.mark.parametrize(  # shards 1 is the unsharded run itself
+    ("workers", "customer_buckets"), [(2, 1), (3, 4), (8, 2)]
+)
 def test_worker_processes_stage_and_fit_exactly_the_unsharded_run(
-    generated: Path, tmp_path: Path, workers: int
+    generated: Path, tmp_path: Path, workers: int, customer_buckets: int
 ) -> None:
     as_of = date(2025, 12, 31)
-    expected = unsharded(generated, tmp_path / "u", as_of, 4)
+    expected = unsharded(generated, tmp_path / "u", as_of, 4, customer_buckets)
     whole = Settings(input=str(generated), staging=str(tmp_path / "u"), as_of=as_of, load=False)
     whole_done = transform_stage(whole)
     whole_model = whole_done.model
@@ -126,7 +144,14 @@ def test_worker_processes_stage_and_fit_exactly_the_unsharded_run(
     )
     with staging_area(settings_) as area:
         area.prepare()
-        counts = shard.run_local(settings_, workers=workers, range_bytes=4096, buckets=4, area=area)
+        counts = shard.run_local(
+            settings_,
+            workers=workers,
+            range_bytes=4096,
+            buckets=4,
+            customer_buckets=customer_buckets,
+            area=area,
+        )
         assert counts == expected
         assert all(int(c["rejected"]) > 0 for c in counts.values())  # dirty rows in every file
         assert sum(int(c["duplicates_dropped"]) for c in counts.values()) > 0

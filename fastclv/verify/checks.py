@@ -422,8 +422,10 @@ def predictive_checks(
     return merge(chunks)
 
 
-#: Customers per chunk of the predictive checks (about 25 MB of closed-form values each).
-PREDICTIVE_CHUNK = 262_144
+#: Customers per chunk of the predictive checks (a few MB of closed-form values each). At 10M
+#: customers the cross-check peaked at 1.56 GiB with 262,144, 1.47 with 65,536 and 1.40 with
+#: 16,384, where its SQL checks peak too (benchmarks/ANALYSIS.md, eighth session).
+PREDICTIVE_CHUNK = 16_384
 
 
 def _predictive_chunk(

@@ -31,15 +31,19 @@ EXPECTED = json.loads((SAMPLE / "expected.json").read_text())
 DUE_DEC_31 = datetime(2025, 12, 31, 0, 5, tzinfo=UTC)  # covers 2025-12-30
 DUE_JAN_01 = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)  # covers 2025-12-31
 STAGES = ["begin", "extract", "transform", "verify", "load"]
-SHARD_TASKS = ["plan", "scan", "stitch", "resolve_customers", "resolve_orders", "resolve_items"]
+SHARD_TASKS = ["plan", "scan", "stitch", "customer_jobs", "route_jobs", "lookup_jobs", "resolve_customers",
+               "route", "lookup", "resolve_orders", "resolve_items"]  # fmt: skip
 SHARD_TRANSFORM_TASKS = ["parts", "history", "fit", "score"]
 SHARD_VERIFY_TASKS = ["verify_part"]
 #: load_prepare runs in every run (it prepares nothing unsharded); load_part maps over its jobs.
 SHARD_LOAD_TASKS = ["load_prepare", "load_part"]
 #: The order edges of the DAG (the data edges from begin, stitch... come on top).
 EDGES = [
-    ("begin", "plan"), ("plan", "scan"), ("scan", "stitch"), ("stitch", "resolve_customers"),
-    ("resolve_customers", "resolve_orders"), ("resolve_orders", "resolve_items"),
+    ("begin", "plan"), ("plan", "scan"), ("scan", "stitch"), ("stitch", "customer_jobs"),
+    ("customer_jobs", "resolve_customers"), ("stitch", "route_jobs"), ("route_jobs", "route"),
+    ("stitch", "lookup_jobs"), ("lookup_jobs", "lookup"), ("route", "lookup"),
+    ("resolve_customers", "lookup"), ("lookup", "resolve_orders"), ("resolve_customers", "resolve_orders"),
+    ("resolve_orders", "resolve_items"),
     ("resolve_items", "extract"), ("resolve_items", "parts"), ("parts", "history"), ("history", "fit"),
     ("fit", "score"), ("score", "transform"), ("extract", "transform"), ("transform", "verify_part"),
     ("parts", "verify_part"), ("verify_part", "verify"), ("transform", "verify"), ("verify", "load_prepare"),
@@ -205,6 +209,8 @@ def test_dagbag_imports_the_dag_with_its_shape(dagbag: Any) -> None:
     # The part tasks read only what the resolves made: they run beside the extract's staging.
     assert "parts" not in dag.get_task("extract").downstream_task_ids
     assert dag.get_task("finish").trigger_rule == "all_done"
+    # One customer bucket: no route or lookup (skipped), and the order buckets still run.
+    assert dag.get_task("resolve_orders").trigger_rule == "none_failed_min_one_success"
     # Nothing is loaded before the cross-check passed: load_prepare waits for verify only.
     assert dag.get_task("load_prepare").upstream_task_ids == {"begin", "verify"}
     assert dag.get_task("load").trigger_rule == "none_failed"  # load_part maps over nothing unsharded
@@ -342,13 +348,20 @@ def test_a_sharded_run_maps_its_tasks_and_loads_exactly_the_unsharded_rows(
     sharded = _run(dag, DUE_DEC_31, shards=3)
     assert sharded.state == "success", _states(sharded)
     instances = sharded.get_task_instances()
-    assert {ti.state for ti in instances} == {"success"}
+    # One customer bucket (the sample is small): the orders read the staged customers, no lookup.
+    exchange = {"route", "lookup"}
+    assert {ti.state for ti in instances if ti.task_id not in exchange} == {"success"}
+    assert {ti.task_id: ti.state for ti in instances if ti.task_id in exchange} == dict.fromkeys(
+        exchange, "skipped"
+    )
     mapped = {
         name: sorted(ti.map_index for ti in instances if ti.task_id == name)
         for name in SHARD_TASKS + SHARD_TRANSFORM_TASKS + SHARD_VERIFY_TASKS + SHARD_LOAD_TASKS
     }
     assert mapped["scan"] == list(range(9))  # 3 byte ranges of each of the 3 files
-    assert mapped["resolve_orders"] == mapped["resolve_items"] == [0]  # the sample is one bucket
+    assert (
+        mapped["resolve_orders"] == mapped["resolve_items"] == mapped["resolve_customers"] == [0]
+    )  # one bucket
     assert mapped["history"] == mapped["score"] == [0, 1, 2]  # 3 customer parts
     assert mapped["fit"] == [-1]  # one fit, on the merged histograms
     assert mapped["verify_part"] == [0, 1, 2]  # the cross-check by customer part, then one verdict
@@ -508,7 +521,7 @@ def test_every_setting_reaches_every_task_and_duckdb_memory_limit_is_no_longer_i
         "runs_table": "ltv_elsewhere_runs", "lock_timeout_s": "7.5", "load": "on", "verify": "yes",
         "penalizer": "0.001", "statsd_host": "{}:{}".format(*statsd.getsockname()),
         "statsd_prefix": "dagtest.fastclv", "duckdb_memory_limit": "256MB", "bucket_mib": "0",
-        "run_id": "dag-test-run", "storage_options": '{"aws_region": "eu-west-1"}',
+        "customer_buckets": "2", "run_id": "dag-test-run", "storage_options": '{"aws_region": "eu-west-1"}',
     }  # fmt: skip
     params = {"horizon_months": 6, "margin": 0.5, "discount_rate": 0.02, "reject_rate_threshold": 0.5,
               "holdout_days": 30, "shards": 2}  # fmt: skip
@@ -520,6 +533,10 @@ def test_every_setting_reaches_every_task_and_duckdb_memory_limit_is_no_longer_i
     dag_run = _run(dag, DUE_JAN_01, **params)
 
     assert dag_run.state == "success", _states(dag_run)
+    # Two customer buckets: the order bucket found its customers through route and lookup.
+    done = [(ti.task_id, ti.map_index) for ti in dag_run.get_task_instances() if ti.state == "success"]
+    assert sorted(i for t, i in done if t in ("resolve_customers", "lookup")) == [0, 0, 1, 1]
+    assert [i for t, i in done if t == "route"] == [0]
     expected = {
         **{name: Settings.from_env({"FASTCLV_INPUT": "x", Settings.env_name(name): v}).public()[name]
            for name, v in variables.items() if name != "storage_options"},

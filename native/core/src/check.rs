@@ -90,6 +90,9 @@ pub const RAW: &str = "_raw";
 pub const OFFSET: &str = "_offset";
 pub const LENGTH: &str = "_length";
 pub const KEY_HASH: &str = "_key_hash";
+/// An order's hash of its customer_id (the same [`key_hash`] as the customer's own): the
+/// customer-hash bucket an order's customer lookup is routed to.
+pub const PARENT_HASH: &str = "_parent_hash";
 
 /// Longest raw record text kept with a reject (bytes); longer ones are cut, and say so.
 pub const RAW_LIMIT: usize = 64 * 1024;
@@ -115,6 +118,7 @@ pub fn schema(kind: Kind) -> SchemaRef {
             ),
             utf8("status"),
             ArrowField::new(KEY_HASH, DataType::UInt64, true),
+            ArrowField::new(PARENT_HASH, DataType::UInt64, true),
         ]),
         Kind::OrderItems => fields.extend([
             utf8("order_id"),
@@ -175,6 +179,7 @@ pub struct Columns {
     price: Decimal128Builder,
     discount: Decimal128Builder,
     key_hash: UInt64Builder,
+    parent_hash: UInt64Builder,
     reason: StringBuilder,
     column: StringBuilder,
     raw: StringBuilder,
@@ -196,6 +201,11 @@ impl Columns {
             price: Decimal128Builder::with_capacity(0),
             discount: Decimal128Builder::with_capacity(0),
             key_hash: UInt64Builder::with_capacity(capacity),
+            parent_hash: UInt64Builder::with_capacity(if kind == Kind::Orders {
+                capacity
+            } else {
+                0
+            }),
             reason: StringBuilder::with_capacity(capacity, 0),
             column: StringBuilder::with_capacity(capacity, 0),
             raw: StringBuilder::with_capacity(capacity, 0),
@@ -268,6 +278,7 @@ impl Columns {
                 self.ts.append_null();
                 self.s3.append_null();
                 self.key_hash.append_null();
+                self.parent_hash.append_null();
             }
             Kind::OrderItems => {
                 self.qty.append_null();
@@ -301,6 +312,7 @@ impl Columns {
         self.ts.append_value(instant);
         self.s3.append_value(status);
         self.key_hash.append_value(key_hash(id));
+        self.parent_hash.append_value(key_hash(customer));
         Ok(())
     }
 
@@ -347,6 +359,7 @@ impl Columns {
                 columns.push(Arc::new(self.ts.finish()));
                 columns.push(Arc::new(self.s3.finish()));
                 columns.push(Arc::new(self.key_hash.finish()));
+                columns.push(Arc::new(self.parent_hash.finish()));
             }
             Kind::OrderItems => {
                 columns.push(Arc::new(self.s1.finish()));
@@ -434,5 +447,31 @@ mod tests {
                 Some("missing_value")
             ]
         );
+    }
+
+    #[test]
+    fn an_order_carries_its_customers_key_hash() {
+        let mut customers = Columns::new(Kind::Customers, 1);
+        customers.push_values(&[Some(b"c7"), Some(b"2024-01-02"), None], b"r", 0);
+        let mut orders = Columns::new(Kind::Orders, 2);
+        let order =
+            |ts: &'static [u8]| [Some(&b"o1"[..]), Some(b"c7"), Some(ts), Some(b"completed")];
+        orders.push_values(&order(b"2024-03-01T10:00:00Z"), b"r", 0);
+        orders.push_values(&order(b"not a time"), b"r", 1);
+        let hashes = |batch: &RecordBatch, name: &str| -> Vec<Option<u64>> {
+            let column = batch.column_by_name(name).unwrap();
+            let column = column
+                .as_any()
+                .downcast_ref::<arrow_array::UInt64Array>()
+                .unwrap();
+            column.iter().collect()
+        };
+        let customers = customers.finish(1).unwrap();
+        let orders = orders.finish(1).unwrap();
+        let own = hashes(&customers, KEY_HASH)[0];
+        assert_eq!(own, Some(key_hash(b"c7")));
+        assert_eq!(hashes(&orders, PARENT_HASH), vec![own, None]);
+        assert_eq!(hashes(&orders, KEY_HASH)[0], Some(key_hash(b"o1")));
+        assert!(customers.column_by_name(PARENT_HASH).is_none());
     }
 }
