@@ -167,6 +167,12 @@ def merge_parquet(parts: list[Path], path: Path, *, key: str) -> None:
     sink_parquet(frames[0], path, compression=STAGED_INPUT_CODEC)
 
 
+def write_ipc(frame: pl.DataFrame, path: Path) -> None:
+    """Write a held DataFrame to an uncompressed Arrow IPC file atomically (exchange files)."""
+    with files.atomic_write(path) as tmp:
+        frame.write_ipc(tmp, compression="uncompressed")
+
+
 def sink_ipc(frame: pl.LazyFrame, path: Path) -> None:
     """Stream a LazyFrame to an Arrow IPC file atomically (work files: cheap to write)."""
     with files.atomic_write(path) as tmp:
