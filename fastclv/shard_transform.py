@@ -19,8 +19,10 @@ histograms hold the same distinct rows with the same counts as the customers' ow
 fits see exactly the unsharded fits' data (:func:`fastclv.model.staged.fit_histograms`), and
 the backtest's figures, summed over the assembled file in the unsharded order, are the same too.
 
-Each history or score task holds about 1/parts of the customers; the fit holds the histograms
-(distinct histories: a few hundred thousand rows at a million customers); the assemble step
+Each history or score task holds about 1/parts of the customers (a history task's merged days
+hold at most :data:`~fastclv.history.PART_CUSTOMERS` customers' at a time: :func:`sub_parts`);
+the fit holds the histograms (distinct histories: a few hundred thousand rows at a million
+customers); the assemble step
 streams, then reads three columns of the calibration customers (16 bytes each) for the
 backtest's figures. The cross-check runs by customer part too (:func:`fastclv.verify.check_part`,
 by DuckDB's hash of customer_id); still whole: the load (streamed, over up to N connections).
@@ -127,20 +129,55 @@ def history(
 ) -> dict[str, Any]:
     """The historical columns and model histograms of the customers of one part.
 
+    A part of more than :data:`~fastclv.history.PART_CUSTOMERS` customers is made in that many
+    customers at a time (its sub-parts, nested ranges of rows, one after the other, their files
+    joined in order without decoding them), as the unsharded history is: the hash tables of the
+    merged days then hold one sub-part (at 10M customers in 4 parts, a part's task peaked at
+    3.5 GiB whole).
+
     Returns the part's customer count and up to 5 ids of customers whose total revenue does not
     fit numeric(18,2) (the fit task reports them, as the unsharded transform does).
     """
     rows, parts = customer_rows(scans), the_plan.parts
     names = _part_names(part)
+    subs = sub_parts(rows, parts)
     with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
         inputs = ["customers.parquet", *(_days_name(k, part) for k in range(the_plan.buckets))]
         staged.fetch(*inputs)
-        customers = pl.scan_parquet(staged.path("customers.parquet")).filter(
-            part_of("row", rows, parts) == part
-        )
-        partials = pl.scan_ipc([staged.path(n) for n in inputs[1:]])
-        out = staged.path(names["history"])
-        stage.sink_parquet(customer_ltv_from_days(customers, merge_days(partials), settings.as_of), out)
+        outputs = [staged.path(names["history"])]
+        if settings.holdout_days > 0:
+            outputs.append(staged.path(names["calibration"]))
+        pieces: list[list[Path]] = [[], []]
+        try:
+            for f in range(part * subs, (part + 1) * subs):
+                customers = pl.scan_parquet(staged.path("customers.parquet")).filter(
+                    part_of("row", rows, parts * subs) == f
+                )
+                days = pl.scan_ipc([staged.path(n) for n in inputs[1:]])
+                if subs > 1:
+                    days = days.filter(part_of("customer_row", rows, parts * subs) == f)
+                # The sub-part's days once, for its history and its calibration.
+                merged = merge_days(days).collect(engine="streaming").lazy()
+                frames = [customer_ltv_from_days(customers, merged, settings.as_of)]
+                if settings.holdout_days > 0:
+                    frames.append(
+                        holdout.calibration_from_days(
+                            customers, merged, settings.as_of, settings.holdout_days
+                        )
+                    )
+                for kind, (frame, out) in enumerate(zip(frames, outputs, strict=True)):
+                    piece = out if subs == 1 else out.with_name(f"{out.stem}.s{f}.parquet")
+                    stage.sink_parquet(frame, piece)
+                    pieces[kind].append(piece)
+                del merged
+            if subs > 1:
+                for kind, out in enumerate(outputs):
+                    stage.join_parquet(pieces[kind], out)
+        finally:
+            if subs > 1:
+                for piece in (p for kind in pieces for p in kind):
+                    piece.unlink(missing_ok=True)
+        out = outputs[0]
         too_big = overflowing_totals(pl.scan_parquet(out)).head(5).collect()["customer_id"].to_list()
         from fastclv.model.staged import histograms  # numpy: not at import
 
@@ -151,7 +188,7 @@ def history(
         staged.publish(names["history"], names["bg"], names["gg"])
         backtest = None
         if settings.holdout_days > 0:
-            backtest = _calibration(settings, staged, customers, merge_days(partials), names)
+            backtest = _calibration(staged, names)
     return {
         "part": part,
         "customers": customers_n,
@@ -161,16 +198,15 @@ def history(
     }
 
 
-def _calibration(
-    settings: Settings,
-    staged: stage.StagingArea,
-    customers: pl.LazyFrame,
-    days: pl.LazyFrame,
-    names: dict[str, str],
-) -> dict[str, int]:
-    """The part's calibration customers of the holdout backtest and their histogram."""
-    frame = holdout.calibration_from_days(customers, days, settings.as_of, settings.holdout_days)
-    stage.sink_parquet(frame, staged.path(names["calibration"]))
+def sub_parts(rows: int, parts: int) -> int:
+    """Sub-parts of each customer part: about :data:`~fastclv.history.PART_CUSTOMERS` customers each."""
+    from fastclv.history import PART_CUSTOMERS, part_count
+
+    return part_count(-(-rows // max(1, parts)), PART_CUSTOMERS)
+
+
+def _calibration(staged: stage.StagingArea, names: dict[str, str]) -> dict[str, int]:
+    """The histogram of the part's calibration customers of the holdout backtest (written)."""
     histogram = holdout.calibration_histogram(pl.scan_parquet(staged.path(names["calibration"])))
     stage.write_parquet(histogram.rows, staged.path(names["calibration_bg"]))
     staged.publish(names["calibration"], names["calibration_bg"])

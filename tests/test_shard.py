@@ -270,3 +270,45 @@ def test_a_retried_resolve_gives_its_result_again_once_its_inputs_are_freed(
     assert shard.resolve(settings_, the_plan, scans, "orders", 1) == first  # a retry does nothing again
     # A new plan of the same date never takes the earlier plan's results for its own.
     assert shard.plan(settings_, 2, buckets=2).id != the_plan.id
+
+
+def test_a_customer_part_made_in_sub_parts_is_the_part_made_whole(
+    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastclv import history as history_module
+    from fastclv import shard_transform
+
+    settings_ = Settings(
+        input=str(generated), staging=str(tmp_path / "s"), as_of=AS_OF, load=False, shards=2, holdout_days=60
+    )
+    with staging_area(settings_) as area:
+        area.prepare()
+    the_plan = shard.plan(settings_, 2, range_bytes=4096, buckets=4)
+    scans = shard.stitch(
+        settings_, the_plan, [shard.scan(settings_, the_plan, f, k) for f, k in the_plan.scans()]
+    )
+    resolved = [shard.resolve(settings_, the_plan, scans, "customers", 0)]
+    resolved += [shard.resolve(settings_, the_plan, scans, "orders", k) for k in range(4)]
+    resolved += [shard.resolve_items(settings_, the_plan, scans, k) for k in range(4)]
+    shard.stage_inputs(settings_, the_plan, scans, resolved)
+    run = tmp_path / "s" / AS_OF.isoformat()
+    kinds = ("history", "bg", "gg", "calibration", "calibration_bg")
+    names = shard_transform._part_names(1)
+
+    def made() -> tuple[dict[str, object], dict[str, pl.DataFrame]]:
+        done = shard_transform.history(settings_, the_plan, scans, 1)
+        return done, {kind: pl.read_parquet(run / names[kind]) for kind in kinds}
+
+    whole, whole_files = made()
+    assert shard_transform.sub_parts(shard_transform.customer_rows(scans), 2) == 1
+    monkeypatch.setattr(history_module, "PART_CUSTOMERS", 7)  # part 1 (about 150 customers) in 22
+    assert shard_transform.sub_parts(shard_transform.customer_rows(scans), 2) > 10
+    cut, cut_files = made()
+    assert cut == whole
+    assert whole["holdout"] is not None
+    assert int(whole["customers"]) > 100  # type: ignore[call-overload]
+    for kind in kinds:
+        # The histograms are sets of distinct rows with counts: their row order is the group-by's.
+        by = [] if kind in ("history", "calibration") else cut_files[kind].columns
+        assert_frame_equal(cut_files[kind].sort(by), whole_files[kind].sort(by), check_exact=True)
+    assert not list((run / shard.PARTS).glob("*.s*.parquet"))  # the sub-parts' files are gone
