@@ -175,8 +175,14 @@ def _relative(area: stage.StagingArea, path: Path) -> str:
 
 
 def _bucket_files(area: stage.StagingArea, the_plan: Plan, file: str, k: int) -> ex.BucketFiles:
+    """Where bucket ``k`` of ``file`` is resolved to.
+
+    Several customer buckets resolve into the transform's folder (``_parts/``): its history
+    tasks read them, beside the extract task that stages customers.parquet and removes ``_shards/``.
+    """
     spec = _SPECS[file]
-    return ex.bucket_files(spec, k, the_plan.buckets_of(file), area.local_dir(), area.local_dir() / SHARDS)
+    work = PARTS if file == "customers" and the_plan.customer_buckets > 1 else SHARDS
+    return ex.bucket_files(spec, k, the_plan.buckets_of(file), area.local_dir(), area.local_dir() / work)
 
 
 def _order_parts(area: stage.StagingArea, the_plan: Plan) -> list[Path]:

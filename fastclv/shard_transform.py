@@ -142,18 +142,21 @@ def history(
     names = _part_names(part)
     subs = sub_parts(rows, parts)
     with pipeline_area(settings, area) as staged, stage.writing(staged.local_dir()):
-        inputs = ["customers.parquet", *(_days_name(k, part) for k in range(the_plan.buckets))]
-        staged.fetch(*inputs)
+        sources = _customer_sources(staged, the_plan)
+        days_names = [_days_name(k, part) for k in range(the_plan.buckets)]
+        staged.fetch(*sources, *days_names)
         outputs = [staged.path(names["history"])]
         if settings.holdout_days > 0:
             outputs.append(staged.path(names["calibration"]))
         pieces: list[list[Path]] = [[], []]
         try:
             for f in range(part * subs, (part + 1) * subs):
-                customers = pl.scan_parquet(staged.path("customers.parquet")).filter(
+                customers = pl.scan_parquet([staged.path(n) for n in sources]).filter(
                     part_of("row", rows, parts * subs) == f
                 )
-                days = pl.scan_ipc([staged.path(n) for n in inputs[1:]])
+                if len(sources) > 1:  # one sub-part's customers, in row order as staged
+                    customers = customers.sort("row")
+                days = pl.scan_ipc([staged.path(n) for n in days_names])
                 if subs > 1:
                     days = days.filter(part_of("customer_row", rows, parts * subs) == f)
                 # The sub-part's days once, for its history and its calibration.
@@ -196,6 +199,18 @@ def history(
         "distinct": bg.height,
         "holdout": backtest,
     }
+
+
+def _customer_sources(staged: stage.StagingArea, the_plan: Plan) -> list[str]:
+    """The staged customers, or with several customer buckets their resolved parts.
+
+    Each part is in row order. The parts, since the extract task stages customers.parquet
+    beside the history tasks (a DAG does not order them).
+    """
+    if the_plan.customer_buckets == 1:
+        return ["customers.parquet"]
+    files = (_bucket_files(staged, the_plan, "customers", j).valid for j in range(the_plan.customer_buckets))
+    return [_relative(staged, path) for path in files]
 
 
 def sub_parts(rows: int, parts: int) -> int:
@@ -381,6 +396,10 @@ def remove_work(settings: Settings, the_plan: Plan, *, area: stage.StagingArea |
         if staged.remote:
             names = [_days_name(k, j) for k in range(the_plan.buckets) for j in range(the_plan.parts)]
             names += [n for j in range(the_plan.parts) for n in _part_names(j).values()]
+            if the_plan.customer_buckets > 1:  # the customer buckets' files (shard._bucket_files)
+                for j in range(the_plan.customer_buckets):
+                    done = _bucket_files(staged, the_plan, "customers", j)
+                    names += [_relative(staged, done.valid), _relative(staged, done.late)]
             staged.remove(*names, HANDOFF)
         shutil.rmtree(staged.local_dir() / PARTS, ignore_errors=True)
 

@@ -312,3 +312,35 @@ def test_a_customer_part_made_in_sub_parts_is_the_part_made_whole(
         by = [] if kind in ("history", "calibration") else cut_files[kind].columns
         assert_frame_equal(cut_files[kind].sort(by), whole_files[kind].sort(by), check_exact=True)
     assert not list((run / shard.PARTS).glob("*.s*.parquet"))  # the sub-parts' files are gone
+
+
+def test_history_tasks_read_the_customer_buckets_beside_the_extract_task_that_stages_them(
+    generated: Path, tmp_path: Path
+) -> None:
+    """The DAG runs the history tasks beside the extract task (which stages customers.parquet and
+    removes _shards/): with several customer buckets they read the buckets' parts, before or after."""
+    from fastclv import shard_transform
+
+    settings_ = Settings(input=str(generated), staging=str(tmp_path / "s"), as_of=AS_OF, load=False, shards=2)
+    with staging_area(settings_) as area:
+        area.prepare()
+    the_plan = shard.plan(settings_, 2, range_bytes=4096, buckets=2, customer_buckets=4)
+    scans = shard.stitch(
+        settings_, the_plan, [shard.scan(settings_, the_plan, f, k) for f, k in the_plan.scans()]
+    )
+    resolved = [shard.resolve(settings_, the_plan, scans, "customers", j) for j in range(4)]
+    for k in range(2):
+        shard.route(settings_, the_plan, scans, k)
+    for j in range(4):
+        shard.lookup(settings_, the_plan, j)
+    resolved += [shard.resolve(settings_, the_plan, scans, "orders", k) for k in range(2)]
+    resolved += [shard.resolve_items(settings_, the_plan, scans, k) for k in range(2)]
+    run = tmp_path / "s" / AS_OF.isoformat()
+    assert not (run / "customers.parquet").exists()  # not staged yet: the extract task does it
+    before = [shard_transform.history(settings_, the_plan, scans, j) for j in range(2)]
+    shard.stage_inputs(settings_, the_plan, scans, resolved)
+    assert not (run / shard.SHARDS).exists()
+    assert [shard_transform.history(settings_, the_plan, scans, j) for j in range(2)] == before
+    staged = pl.read_parquet(run / "customers.parquet")
+    assert sum(int(h["customers"]) for h in before) == staged.height  # type: ignore[call-overload]
+    assert staged["row"].is_sorted()
