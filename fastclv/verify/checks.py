@@ -206,11 +206,7 @@ def ledger_counts(con: Any, *, whole_files: bool) -> LedgerCounts:
         ).fetchall():
             rejects.setdefault(str(file), {})[str(reason)] = int(n)
     orders_after, items_after = (
-        int(v)
-        for v in con.execute(
-            "SELECT (SELECT count(*) FROM keyed WHERE after),"
-            " (SELECT coalesce(sum(items), 0) FROM item_totals WHERE after)"
-        ).fetchall()[0]
+        int(v) for v in con.execute("SELECT orders_after, items_after FROM ledger_sums").fetchall()[0]
     )
     return LedgerCounts(staged_rows, rejects, {"orders": orders_after, "order_items": items_after})
 
@@ -315,7 +311,7 @@ def revenue_sums(con: Any) -> tuple[str, str]:
     """sum(total_revenue) of the staged output and the sum of counted item amounts, exact text."""
     staged_sum, items_sum = con.execute(
         "SELECT CAST((SELECT sum(total_revenue) FROM staged) AS VARCHAR),"
-        " CAST((SELECT sum(amount) FROM item_totals WHERE NOT after) AS VARCHAR)"
+        " CAST((SELECT counted_amount FROM ledger_sums) AS VARCHAR)"
     ).fetchall()[0]
     return (
         str(staged_sum) if staged_sum is not None else "0",

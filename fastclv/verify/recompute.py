@@ -3,7 +3,9 @@
 DuckDB reads the staged Parquet files as views and materialises ``expected`` (one row per
 valid customer, from the contract's definitions, without the Polars code) and
 ``side_by_side`` (``expected`` next to the staged output, full outer join on ``customer_id``),
-which :mod:`fastclv.verify.checks` compares.
+which :mod:`fastclv.verify.checks` compares. Each intermediate table is dropped once the next
+step has what it needs of it (``ledger_sums`` keeps the few figures the ledger and revenue
+checks take from them), so DuckDB's memory limit holds the join at hand, not the ones before.
 """
 
 # The SQL below is assembled from contract constants, dates and quoted local paths, never from
@@ -110,7 +112,30 @@ def recompute(con: Any, as_of: date) -> None:
         GROUP BY k.ck, k.after
         """
     )
-    revenue = "coalesce(t.amount, 0)"
+    # What the ledger and revenue checks need from the orders and items, kept apart (one row),
+    # so that each big table can go as soon as it is spent: DuckDB's pool (its memory limit)
+    # then holds the next join, not the tables before it (at 10M customers 900MB ran out of
+    # memory in ``expected`` while ``keyed``, 113M rows, was still there).
+    con.execute(
+        """
+        CREATE TEMP TABLE ledger_sums AS
+        SELECT (SELECT count(*) FROM keyed WHERE after) AS orders_after,
+               (SELECT coalesce(sum(items), 0) FROM item_totals WHERE after) AS items_after,
+               (SELECT sum(amount) FROM item_totals WHERE NOT after) AS counted_amount
+        """
+    )
+    con.execute("DROP TABLE keyed")
+    # One join at a time (two hash tables of one row per customer at once are what ran out).
+    con.execute(
+        """
+        CREATE TEMP TABLE totals AS
+        SELECT p.*, t.amount, t.first_day_amount
+        FROM per_customer p LEFT JOIN item_totals t ON t.ck = p.ck AND NOT t.after
+        """
+    )
+    con.execute("DROP TABLE item_totals")
+    con.execute("DROP TABLE per_customer")
+    revenue = "coalesce(p.amount, 0)"
     con.execute(
         f"""
         CREATE TEMP TABLE expected AS
@@ -125,13 +150,13 @@ def recompute(con: Any, as_of: date) -> None:
                p.last_day - p.first_day AS recency_days,
                {as_of_day} - p.first_day AS t_days,
                CASE WHEN p.purchase_days > 1
-                    THEN CAST({revenue} - coalesce(t.first_day_amount, 0) AS DOUBLE) / (p.purchase_days - 1)
+                    THEN CAST({revenue} - coalesce(p.first_day_amount, 0) AS DOUBLE) / (p.purchase_days - 1)
                     WHEN p.purchase_days = 1 THEN 0.0 END AS monetary_value
-        FROM cust c
-        LEFT JOIN per_customer p ON p.ck = c.ck
-        LEFT JOIN item_totals t ON t.ck = c.ck AND NOT t.after
+        FROM cust c LEFT JOIN totals p ON p.ck = c.ck
         """
     )
+    con.execute("DROP TABLE totals")
+    con.execute("DROP TABLE cust")
     # Side by side: one row per customer_id on either side (a staged duplicate shows twice).
     pairs = ", ".join(
         (f"e.{c} AS e_{c}, " if c not in PREDICTIVE_COLUMNS else "") + f"s.{c} AS s_{c}"
@@ -148,3 +173,4 @@ def recompute(con: Any, as_of: date) -> None:
         FROM expected e FULL OUTER JOIN staged s ON s.customer_id = e.customer_id
         """
     )
+    con.execute("DROP TABLE expected")
