@@ -171,15 +171,18 @@ class Settings:
     statsd_prefix: str = field(
         default="fastclv", metadata=_doc("Prefix of every StatsD metric name (fastclv.rows.read.orders).")
     )
-    # 1GB by default: with the extract by bucket and the history by part, the whole check was
+    # 900MB by default: with the extract by bucket and the history by part, the whole check was
     # the run's peak, and it grew with the input (1.73 GiB at 1M customers). At 1M customers
-    # 1GB costs it 8 -> 11 s for 1.73 -> 1.17 GiB (benchmarks/ANALYSIS.md). 768MB ran out of
-    # memory at 10M customers (an operator that cannot spill), 1GB did not.
+    # 1GB costs it 8 -> 11 s for 1.73 -> 1.17 GiB; 900MB costs no more time there and holds
+    # 1.10 GiB alone. At 10M customers the process holds about 0.45 GiB beside DuckDB's
+    # limit (its untracked memory and ours): 1GB peaked at 1.52 GiB in a whole run, 900MB
+    # keeps it under 1.5 (its joins spill a little more: +14% on the check). 900MB runs out of
+    # memory there unless the check drops its tables as it goes (benchmarks/ANALYSIS.md).
     duckdb_memory_limit: str = field(
-        default="1GB",
+        default="900MB",
         metadata=_doc(
             "Memory DuckDB may use in the cross-check before it spills to the run's work folder "
-            "(a DuckDB size such as 1GB; empty: DuckDB's default, 80% of the memory)."
+            "(a DuckDB size such as 900MB or 2GB; empty: DuckDB's default, 80% of the memory)."
         ),
     )
     run_id: str | None = field(default=None, metadata=_doc("Identifier of this run (default: generated)."))
