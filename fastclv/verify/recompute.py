@@ -62,8 +62,10 @@ def _floor_days(epoch_us: str) -> str:
 
 
 def recompute(con: Any, as_of: date) -> None:
-    """Materialise ``expected``: every valid customer's historical columns, from the definitions.
+    """Materialise ``side_by_side`` and ``ledger_sums``; only those two tables remain afterwards.
 
+    ``expected`` holds every valid customer's historical columns, computed from the definitions.
+    It sits in ``side_by_side`` beside the staged output, and is dropped like the tables before it.
     Days are whole UTC days since 1970-01-01 (floor of the microsecond epoch), so purchase
     days, recency and T are integer arithmetic, independent of any time zone setting.
     Customers get a surrogate integer key so that the big groupings hash integers, not text.
