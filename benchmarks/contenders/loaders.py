@@ -20,7 +20,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import psycopg
 import pyarrow.parquet as pq
 
 from fastclv.contract import OUTPUT_NOT_NULL, OUTPUT_PG_TYPES
@@ -65,6 +64,8 @@ def load_adbc(parquet: Path, pg_uri: str, schema: str, as_of: date) -> int:
 
 
 def load_psycopg3(parquet: Path, pg_uri: str, schema: str, as_of: date) -> int:
+    import psycopg  # here, not at the top: the ADBC contender's process does not pay for it
+
     columns = list(OUTPUT_PG_TYPES)
     types = [kind.split("(")[0] for kind in OUTPUT_PG_TYPES.values()]  # numeric(18,2) -> numeric
     rows = 0
