@@ -7,9 +7,9 @@ each file, in contract order (customers, orders, items), goes through:
    on every core: records, fields and every row-level check (``malformed_row`` ..
    ``discount_exceeds_amount``), giving typed values, a 64-bit hash of the key (an item's
    order_id), each record's byte range and, for a rejected row, its first reason and raw
-   text. The scanner splits its batches by key hash: the rejected rows stream to one LZ4
-   Arrow IPC work file, the passing ones to one work file per key-hash bucket
-   (``_work/<file>.b<k>.arrow``); nothing is held in memory.
+   text. The scanner routes its rows by key hash as it checks them: the rejected rows
+   stream to one LZ4 Arrow IPC work file, the passing ones to one work file per key-hash
+   bucket (``_work/<file>.b<k>.arrow``); nothing is held in memory.
 2. *resolve*, one bucket at a time (streaming Polars queries): every row of one key, and an
    order with all its items, fall in the same bucket, so each rule is decided inside a
    bucket, and the hash tables hold about :data:`BUCKET_BYTES` of input whatever the file's

@@ -132,8 +132,8 @@ class Scan:
         """Like :meth:`batches`, each batch split by key hash: ``(bucket, rows)`` pairs.
 
         The rows that passed the checks go to buckets ``0 .. buckets - 1`` (``buckets`` is a
-        power of two) by their key hash, the rejected ones to bucket ``buckets``; the split is
-        done in the scanner, on its thread. Row order is kept inside each bucket.
+        power of two) by their key hash, the rejected ones to bucket ``buckets``; the scanner
+        routes each row as it checks it, on its threads. Row order is kept inside each bucket.
         """
         for batch in self._steps(positions, buckets, prefetch, byte_range):
             yield batch.bucket or 0, pa.record_batch(batch)

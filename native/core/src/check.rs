@@ -7,7 +7,7 @@ use arrow_array::builder::{
     Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder, UInt64Builder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{new_null_array, ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -166,10 +166,96 @@ fn text(v: &[u8]) -> &str {
     std::str::from_utf8(v).unwrap_or_default()
 }
 
+/// A record's values once every check has passed: what its row holds.
+enum Checked<'a> {
+    Customer {
+        id: &'a [u8],
+        day: i32,
+        country: Option<&'a [u8]>,
+    },
+    Order {
+        id: &'a [u8],
+        customer: &'a [u8],
+        instant: i64,
+        status: &'static str,
+    },
+    Item {
+        order: &'a [u8],
+        sku: &'a [u8],
+        qty: i32,
+        price: i64,
+        discount: i64,
+    },
+}
+
+impl Checked<'_> {
+    /// The value [`key_hash`] is taken of: the file's own key, or an item's order_id.
+    fn key(&self) -> &[u8] {
+        match self {
+            Checked::Customer { id, .. } | Checked::Order { id, .. } => id,
+            Checked::Item { order, .. } => order,
+        }
+    }
+}
+
+/// Every row-level check of one well-formed record, in the contract's order.
+fn check<'a>(kind: Kind, v: &Values<'a>) -> Result<Checked<'a>, Failure> {
+    required(kind, v)?;
+    match kind {
+        Kind::Customers => {
+            let (id, signup) = (v[0].unwrap_or_default(), v[1].unwrap_or_default());
+            let day = parse_date(signup).ok_or((Reason::BadDate, Some("signup_date")))?;
+            Ok(Checked::Customer {
+                id,
+                day,
+                country: v[2],
+            })
+        }
+        Kind::Orders => {
+            let [Some(id), Some(customer), Some(ts), Some(status)] = [v[0], v[1], v[2], v[3]]
+            else {
+                return Err((Reason::MissingValue, None));
+            };
+            let instant = parse_timestamp(ts).ok_or((Reason::BadTimestamp, Some("order_ts")))?;
+            let status = parse_status(status).ok_or((Reason::BadStatus, Some("status")))?;
+            Ok(Checked::Order {
+                id,
+                customer,
+                instant,
+                status,
+            })
+        }
+        Kind::OrderItems => {
+            let [Some(order), Some(sku), Some(qty), Some(price)] = [v[0], v[1], v[2], v[3]] else {
+                return Err((Reason::MissingValue, None));
+            };
+            let qty = parse_quantity(qty).ok_or((Reason::BadQuantity, Some("quantity")))?;
+            let price = parse_money(price).ok_or((Reason::BadMoney, Some("unit_price")))?;
+            let discount = match v[4] {
+                None => 0,
+                Some(d) => parse_money(d).ok_or((Reason::BadMoney, Some("discount")))?,
+            };
+            if i128::from(discount) > i128::from(qty) * i128::from(price) {
+                return Err((Reason::DiscountExceedsAmount, Some("discount")));
+            }
+            Ok(Checked::Item {
+                order,
+                sku,
+                qty,
+                price,
+                discount,
+            })
+        }
+    }
+}
+
 /// The column builders of one batch.
 pub struct Columns {
     kind: Kind,
     rows: usize,
+    /// Holds passing rows only (a key-hash bucket's set): the reject columns are not
+    /// built row by row but made all null at the end (fewer memory streams per row).
+    passing: bool,
     s1: StringBuilder,
     s2: StringBuilder,
     s3: StringBuilder,
@@ -192,6 +278,7 @@ impl Columns {
         Columns {
             kind,
             rows: 0,
+            passing: false,
             s1: StringBuilder::with_capacity(capacity, capacity * 8),
             s2: StringBuilder::with_capacity(capacity, capacity * 8),
             s3: StringBuilder::with_capacity(if kind == Kind::Customers { capacity } else { 0 }, 0),
@@ -214,6 +301,16 @@ impl Columns {
         }
     }
 
+    /// Builders for passing rows only (see [`Columns::push_checked`]).
+    fn passing(kind: Kind, capacity: usize) -> Self {
+        let mut columns = Columns::new(kind, capacity);
+        columns.reason = StringBuilder::new();
+        columns.column = StringBuilder::new();
+        columns.raw = StringBuilder::new();
+        columns.passing = true;
+        columns
+    }
+
     /// Rows appended so far.
     pub fn len(&self) -> usize {
         self.rows
@@ -225,30 +322,66 @@ impl Columns {
 
     /// Check one well-formed record's values and append it (valid, or a reject).
     pub fn push_values(&mut self, values: &Values<'_>, raw: &[u8], offset: i64) {
-        let outcome = match self.kind {
-            Kind::Customers => self.customer(values),
-            Kind::Orders => self.order(values),
-            Kind::OrderItems => self.item(values),
-        };
-        match outcome {
-            Ok(()) => {
-                self.reason.append_null();
-                self.column.append_null();
-                self.raw.append_null();
+        match check(self.kind, values) {
+            Ok(row) => self.push_checked(&row, key_hash(row.key()), offset, raw.len()),
+            Err(failure) => self.push_reject(failure, raw, offset),
+        }
+    }
+
+    /// Append a row that passed every check (`hash`: [`key_hash`] of its key).
+    fn push_checked(&mut self, row: &Checked<'_>, hash: u64, offset: i64, length: usize) {
+        match *row {
+            Checked::Customer { id, day, country } => {
+                self.s1.append_value(text(id));
+                self.date.append_value(day);
+                self.s3.append_option(country.map(text));
             }
-            Err(failure) => {
-                self.push_nulls();
-                self.push_failure(failure, raw);
+            Checked::Order {
+                id,
+                customer,
+                instant,
+                status,
+            } => {
+                self.s1.append_value(text(id));
+                self.s2.append_value(text(customer));
+                self.ts.append_value(instant);
+                self.s3.append_value(status);
+                self.parent_hash.append_value(key_hash(customer));
+            }
+            Checked::Item {
+                order,
+                sku,
+                qty,
+                price,
+                discount,
+            } => {
+                self.s1.append_value(text(order));
+                self.s2.append_value(text(sku));
+                self.qty.append_value(qty);
+                self.price.append_value(i128::from(price));
+                self.discount.append_value(i128::from(discount));
             }
         }
+        self.key_hash.append_value(hash);
+        if !self.passing {
+            self.reason.append_null();
+            self.column.append_null();
+            self.raw.append_null();
+        }
+        self.finish_row(offset, length);
+    }
+
+    /// Append a reject: the typed columns null, the reason, column and raw text.
+    fn push_reject(&mut self, failure: Failure, raw: &[u8], offset: i64) {
+        assert!(!self.passing, "a reject routed to a bucket of passing rows");
+        self.push_nulls();
+        self.push_failure(failure, raw);
         self.finish_row(offset, raw.len());
     }
 
     /// Append a `malformed_row` reject.
     pub fn push_malformed(&mut self, raw: &[u8], offset: i64) {
-        self.push_nulls();
-        self.push_failure((Reason::MalformedRow, None), raw);
-        self.finish_row(offset, raw.len());
+        self.push_reject((Reason::MalformedRow, None), raw, offset);
     }
 
     fn finish_row(&mut self, offset: i64, length: usize) {
@@ -289,56 +422,6 @@ impl Columns {
         }
     }
 
-    fn customer(&mut self, v: &Values<'_>) -> Result<(), Failure> {
-        required(self.kind, v)?;
-        let (id, signup) = (v[0].unwrap_or_default(), v[1].unwrap_or_default());
-        let day = parse_date(signup).ok_or((Reason::BadDate, Some("signup_date")))?;
-        self.s1.append_value(text(id));
-        self.date.append_value(day);
-        self.s3.append_option(v[2].map(text));
-        self.key_hash.append_value(key_hash(id));
-        Ok(())
-    }
-
-    fn order(&mut self, v: &Values<'_>) -> Result<(), Failure> {
-        required(self.kind, v)?;
-        let [Some(id), Some(customer), Some(ts), Some(status)] = [v[0], v[1], v[2], v[3]] else {
-            return Err((Reason::MissingValue, None));
-        };
-        let instant = parse_timestamp(ts).ok_or((Reason::BadTimestamp, Some("order_ts")))?;
-        let status = parse_status(status).ok_or((Reason::BadStatus, Some("status")))?;
-        self.s1.append_value(text(id));
-        self.s2.append_value(text(customer));
-        self.ts.append_value(instant);
-        self.s3.append_value(status);
-        self.key_hash.append_value(key_hash(id));
-        self.parent_hash.append_value(key_hash(customer));
-        Ok(())
-    }
-
-    fn item(&mut self, v: &Values<'_>) -> Result<(), Failure> {
-        required(self.kind, v)?;
-        let [Some(order), Some(sku), Some(qty), Some(price)] = [v[0], v[1], v[2], v[3]] else {
-            return Err((Reason::MissingValue, None));
-        };
-        let qty = parse_quantity(qty).ok_or((Reason::BadQuantity, Some("quantity")))?;
-        let price = parse_money(price).ok_or((Reason::BadMoney, Some("unit_price")))?;
-        let discount = match v[4] {
-            None => 0,
-            Some(d) => parse_money(d).ok_or((Reason::BadMoney, Some("discount")))?,
-        };
-        if i128::from(discount) > i128::from(qty) * i128::from(price) {
-            return Err((Reason::DiscountExceedsAmount, Some("discount")));
-        }
-        self.s1.append_value(text(order));
-        self.s2.append_value(text(sku));
-        self.qty.append_value(qty);
-        self.price.append_value(i128::from(price));
-        self.discount.append_value(i128::from(discount));
-        self.key_hash.append_value(key_hash(order));
-        Ok(())
-    }
-
     /// The batch, with row numbers `first_row ..`.
     pub fn finish(mut self, first_row: i64) -> Result<RecordBatch, ArrowError> {
         let n = self.rows as i64;
@@ -374,12 +457,145 @@ impl Columns {
                 columns.push(Arc::new(self.key_hash.finish()));
             }
         }
-        columns.push(Arc::new(self.reason.finish()));
-        columns.push(Arc::new(self.column.finish()));
-        columns.push(Arc::new(self.raw.finish()));
+        if self.passing {
+            let nulls = new_null_array(&DataType::Utf8, self.rows);
+            columns.extend([nulls.clone(), nulls.clone(), nulls]);
+        } else {
+            columns.push(Arc::new(self.reason.finish()));
+            columns.push(Arc::new(self.column.finish()));
+            columns.push(Arc::new(self.raw.finish()));
+        }
         columns.push(Arc::new(self.offset.finish()));
         columns.push(Arc::new(self.length.finish()));
         RecordBatch::try_new(schema(self.kind), columns)
+    }
+}
+
+/// The rows of one chunk, routed as they are checked: all in one builder set, or (with key-hash
+/// buckets) a passing row to the set of bucket `key_hash & (buckets - 1)` and a rejected one
+/// to the extra set `buckets`, so that a scan split by bucket copies no row twice. Row order
+/// is kept inside each set, and each row's index in the chunk with it.
+pub struct Routed {
+    parts: Vec<Columns>,
+    /// Per set, the index in the chunk of each of its rows (with buckets only).
+    index: Vec<Vec<usize>>,
+    /// `buckets - 1`, or None for one set.
+    mask: Option<u64>,
+    rows: usize,
+}
+
+impl Routed {
+    /// `buckets` a power of two, or 0 for one set of every row.
+    pub fn new(kind: Kind, buckets: usize, capacity: usize) -> Self {
+        if buckets == 0 {
+            return Routed {
+                parts: vec![Columns::new(kind, capacity)],
+                index: Vec::new(),
+                mask: None,
+                rows: 0,
+            };
+        }
+        debug_assert!(buckets.is_power_of_two());
+        let each = capacity / buckets + 16;
+        let mut parts: Vec<Columns> = (0..buckets).map(|_| Columns::passing(kind, each)).collect();
+        parts.push(Columns::new(kind, 16));
+        Routed {
+            parts,
+            index: (0..=buckets).map(|_| Vec::with_capacity(each)).collect(),
+            mask: Some(buckets as u64 - 1),
+            rows: 0,
+        }
+    }
+
+    /// Rows appended so far.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Check one well-formed record's values and append it to its set.
+    pub fn push_values(&mut self, values: &Values<'_>, raw: &[u8], offset: i64) {
+        let kind = self.parts[0].kind;
+        match check(kind, values) {
+            Ok(row) => {
+                let hash = key_hash(row.key());
+                let k = self.mask.map_or(0, |m| (hash & m) as usize);
+                self.parts[k].push_checked(&row, hash, offset, raw.len());
+                self.note(k);
+            }
+            Err(failure) => {
+                let k = self.rejects();
+                self.parts[k].push_reject(failure, raw, offset);
+                self.note(k);
+            }
+        }
+    }
+
+    /// Append a `malformed_row` reject.
+    pub fn push_malformed(&mut self, raw: &[u8], offset: i64) {
+        let k = self.rejects();
+        self.parts[k].push_malformed(raw, offset);
+        self.note(k);
+    }
+
+    fn rejects(&self) -> usize {
+        self.parts.len() - 1
+    }
+
+    fn note(&mut self, k: usize) {
+        if self.mask.is_some() {
+            self.index[k].push(self.rows);
+        }
+        self.rows += 1;
+    }
+
+    /// The sets as batches, with the bucket of each (None for one set), leaving out the
+    /// chunk's first `skip` rows and empty sets; the chunk's row `skip` is numbered
+    /// `first_row`, and the rows after it follow on.
+    pub fn finish(
+        self,
+        skip: usize,
+        first_row: i64,
+    ) -> Result<Vec<(Option<usize>, RecordBatch)>, ArrowError> {
+        let number = |batch: RecordBatch, rows: Int64Array| {
+            let mut arrays = batch.columns().to_vec();
+            arrays[0] = Arc::new(rows);
+            RecordBatch::try_new(batch.schema(), arrays)
+        };
+        let Routed {
+            parts, index, mask, ..
+        } = self;
+        if mask.is_none() {
+            let Some(columns) = parts.into_iter().next() else {
+                return Ok(Vec::new());
+            };
+            if columns.len() <= skip {
+                return Ok(Vec::new());
+            }
+            let batch = columns.finish(0)?;
+            let n = batch.num_rows() - skip;
+            let rows = Int64Array::from_iter_values(first_row..first_row + n as i64);
+            return Ok(vec![(None, number(batch.slice(skip, n), rows)?)]);
+        }
+        let mut out = Vec::new();
+        for (k, (columns, index)) in parts.into_iter().zip(index).enumerate() {
+            let from = index.partition_point(|&i| i < skip);
+            if from == index.len() {
+                continue;
+            }
+            let batch = columns.finish(0)?;
+            let rows = Int64Array::from_iter_values(
+                index[from..].iter().map(|&i| first_row + (i - skip) as i64),
+            );
+            out.push((
+                Some(k),
+                number(batch.slice(from, index.len() - from), rows)?,
+            ));
+        }
+        Ok(out)
     }
 }
 

@@ -9,7 +9,6 @@
 //!
 //! Duplicates, foreign keys and everything relational stay in Polars (STYLE.md).
 
-pub mod bucket;
 pub mod check;
 pub mod concat;
 pub mod csv;

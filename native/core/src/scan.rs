@@ -14,15 +14,14 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
 use memchr::{memchr, memrchr};
 
-use crate::check::{Columns, Kind, OFFSET};
+use crate::check::{Kind, Routed, OFFSET};
 use crate::csv::{frame, joined_text, resync_from_open, Dialect, Field, Framed, Span, Tokenized};
 use crate::values::trim;
 
@@ -219,7 +218,7 @@ fn read_some<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 
 /// What one chunk's parse produced.
 struct ChunkOut {
-    columns: Columns,
+    columns: Routed,
     /// Start of each record, as buffer positions (for the stitcher).
     starts: Vec<usize>,
     /// End of each record including its line ending.
@@ -239,6 +238,8 @@ struct Scratch {
 struct Parser<'a> {
     layout: &'a Layout,
     dialect: Dialect,
+    /// Key-hash buckets the rows are routed to as they are checked (0: none).
+    buckets: usize,
     /// File offset of buffer position 0.
     base: u64,
 }
@@ -248,7 +249,7 @@ impl Parser<'_> {
     fn parse(&self, buf: &[u8], from: usize, to: usize, at_eof: bool) -> ChunkOut {
         let capacity = (to - from) / 48 + 16;
         let mut out = ChunkOut {
-            columns: Columns::new(self.layout.kind, capacity),
+            columns: Routed::new(self.layout.kind, self.buckets, capacity),
             starts: Vec::with_capacity(capacity),
             nexts: Vec::with_capacity(capacity),
             pending: None,
@@ -284,8 +285,8 @@ impl Parser<'_> {
 
     /// The record that starts at `start` and ends inside `buf` (a record that crossed a chunk
     /// boundary, or ran to the end of the file), checked.
-    fn one_record(&self, buf: &[u8], start: usize) -> Columns {
-        let mut one = Columns::new(self.layout.kind, 1);
+    fn one_record(&self, buf: &[u8], start: usize) -> Routed {
+        let mut one = Routed::new(self.layout.kind, self.buckets, 1);
         let mut scratch = Scratch::default();
         match frame(&self.dialect, buf, start, true, &mut scratch.fields) {
             Framed::Record { span, tokenized } => {
@@ -305,7 +306,7 @@ impl Parser<'_> {
         tokenized: Option<Tokenized>,
         utf8_ok: bool,
         scratch: &mut Scratch,
-        columns: &mut Columns,
+        columns: &mut Routed,
     ) {
         let raw = &buf[span.start..span.end];
         let offset = (self.base + span.start as u64) as i64;
@@ -396,7 +397,13 @@ pub struct Scanner<R: Read> {
     /// File offset of the first record framed at or after `limit`, or of the end of the file.
     next_record: Option<u64>,
     finished: bool,
+    /// Key-hash buckets the rows are split into as they are checked (0: none).
+    buckets: usize,
 }
+
+/// One batch of a step, with its key-hash bucket when the scan is split (see
+/// [`Scanner::split`]; the rejects' bucket is the bucket count).
+pub type Part = (Option<usize>, RecordBatch);
 
 impl<R: Read> Scanner<R> {
     /// A scan that starts after the header: `rest` holds the bytes already read past it, and
@@ -431,6 +438,7 @@ impl<R: Read> Scanner<R> {
             first_record: None,
             next_record: None,
             finished: false,
+            buckets: 0,
         }
     }
 
@@ -453,6 +461,18 @@ impl<R: Read> Scanner<R> {
         scanner.bytes_read = 0;
         scanner.align = align;
         scanner.limited(limit)
+    }
+
+    /// Split every step's rows by key hash as they are checked: a passing row goes to bucket
+    /// `key_hash & (buckets - 1)`, a rejected one to bucket `buckets`; row order is kept inside
+    /// a bucket (see [`Scanner::next_parts`]). `buckets` must be a power of two (0: no split).
+    pub fn split(mut self, buckets: usize) -> Self {
+        assert!(
+            buckets == 0 || buckets.is_power_of_two(),
+            "the bucket count must be a power of two, not {buckets}"
+        );
+        self.buckets = buckets;
+        self
     }
 
     /// Keep only the records that start before file offset `limit` (None: every record).
@@ -494,41 +514,44 @@ impl<R: Read> Scanner<R> {
     }
 
     /// Note the first record, and cut the step's batches at the range's end.
-    fn clip(&mut self, batches: &mut Vec<RecordBatch>) {
-        for i in 0..batches.len() {
-            let batch = &batches[i];
-            let Ok(column) = batch.schema().index_of(OFFSET) else {
-                return;
-            };
-            let offsets = batch.column(column).as_primitive::<Int64Type>();
-            if offsets.is_empty() {
-                continue;
-            }
-            if self.first_record.is_none() {
-                self.first_record = Some(offsets.value(0) as u64);
-            }
-            let Some(limit) = self.limit else {
+    ///
+    /// Each batch's records are in file order; with buckets, the batches of one step are
+    /// not (each holds its bucket's records of one chunk), so every batch is cut on its own.
+    fn clip(&mut self, batches: &mut Vec<Part>) {
+        let offsets = |batch: &RecordBatch| {
+            let column = batch.schema().index_of(OFFSET).ok()?;
+            Some(batch.column(column).as_primitive::<Int64Type>().clone())
+        };
+        if self.first_record.is_none() {
+            self.first_record = batches
+                .iter()
+                .filter_map(|(_, b)| offsets(b)?.values().first().copied())
+                .min()
+                .map(|o| o as u64);
+        }
+        let Some(limit) = self.limit else {
+            return;
+        };
+        let mut dropped = 0;
+        let mut next: Option<u64> = None;
+        for (_, batch) in batches.iter_mut() {
+            let Some(offsets) = offsets(batch) else {
                 continue;
             };
             let values = offsets.values();
             let keep = values.partition_point(|&o| (o as u64) < limit);
-            if keep == values.len() {
-                continue;
+            if keep < values.len() {
+                let first = values[keep] as u64;
+                next = Some(next.map_or(first, |n| n.min(first)));
+                dropped += values.len() - keep;
+                *batch = batch.slice(0, keep);
             }
-            self.next_record = Some(values[keep] as u64);
+        }
+        if let Some(first) = next {
+            self.next_record = Some(first);
             self.finished = true;
-            let dropped: usize = (batch.num_rows() - keep)
-                + batches[i + 1..]
-                    .iter()
-                    .map(RecordBatch::num_rows)
-                    .sum::<usize>();
             self.next_row -= dropped as i64;
-            let kept = batch.slice(0, keep);
-            batches.truncate(i);
-            if keep > 0 {
-                batches.push(kept);
-            }
-            return;
+            batches.retain(|(_, b)| b.num_rows() > 0);
         }
     }
 
@@ -556,6 +579,14 @@ impl<R: Read> Scanner<R> {
 
     /// The next batches in file order, or None at the end.
     pub fn next_batches(&mut self) -> Result<Option<Vec<RecordBatch>>, ScanError> {
+        Ok(self
+            .next_parts()?
+            .map(|parts| parts.into_iter().map(|(_, batch)| batch).collect()))
+    }
+
+    /// The next step's batches, each with its key-hash bucket when the scan is split
+    /// ([`Scanner::split`]): in file order, bucket by bucket inside each chunk. None at the end.
+    pub fn next_parts(&mut self) -> Result<Option<Vec<Part>>, ScanError> {
         // Each step takes about `step` new bytes after the record carried over, whatever was
         // read ahead already (the header's read, a large read from a stream).
         if self.finished {
@@ -615,6 +646,7 @@ impl<R: Read> Scanner<R> {
         let parser = Parser {
             layout: &self.layout,
             dialect: self.dialect,
+            buckets: self.buckets,
             base: self.base,
         };
         let n = bounds.len();
@@ -691,7 +723,7 @@ impl<R: Read> Scanner<R> {
             Some(open) if cut - open > RECORD_LIMIT => {
                 // An overlong record (an unclosed quote, most likely): reject it now with the
                 // start of its text, and skip the rest of it in the next steps.
-                let mut one = Columns::new(self.layout.kind, 1);
+                let mut one = Routed::new(self.layout.kind, self.buckets, 1);
                 one.push_malformed(&buf[open..cut], (self.base + open as u64) as i64);
                 emit(&mut self.next_row, one, 0, &mut batches)?;
                 self.skipping = true;
@@ -708,25 +740,20 @@ impl<R: Read> Scanner<R> {
     }
 }
 
-/// Finish `columns` into a batch, dropping its first `skip` records, and number its rows
-/// from `next_row` on.
+/// Finish a chunk's rows into batches (one, or one per key-hash bucket), dropping its first
+/// `skip` records, and number its rows from `next_row` on.
 fn emit(
     next_row: &mut i64,
-    columns: Columns,
+    columns: Routed,
     skip: usize,
-    batches: &mut Vec<RecordBatch>,
+    batches: &mut Vec<Part>,
 ) -> Result<(), ScanError> {
-    if columns.len() <= skip {
+    let n = columns.len();
+    if n <= skip {
         return Ok(());
     }
-    let batch = columns.finish(0)?;
-    let batch = batch.slice(skip, batch.num_rows() - skip);
-    let n = batch.num_rows() as i64;
-    let rows: ArrayRef = Arc::new(Int64Array::from_iter_values(*next_row..*next_row + n));
-    *next_row += n;
-    let mut arrays = batch.columns().to_vec();
-    arrays[0] = rows;
-    batches.push(RecordBatch::try_new(batch.schema(), arrays)?);
+    batches.extend(columns.finish(skip, *next_row)?);
+    *next_row += (n - skip) as i64;
     Ok(())
 }
 

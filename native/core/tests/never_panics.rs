@@ -68,12 +68,18 @@ fn input(rng: &mut Rng) -> Vec<u8> {
 }
 
 fn scan(data: &[u8], tuning: Tuning) -> Vec<RecordBatch> {
+    scan_to(data, None, tuning)
+}
+
+/// The rows that start before file offset `end` (None: every row), unsplit.
+fn scan_to(data: &[u8], end: Option<u64>, tuning: Tuning) -> Vec<RecordBatch> {
     let dialect = Dialect::new(b',');
     let mut reader = data;
     let (names, rest) = read_header(&mut reader, &dialect).expect("the header is valid");
     let header_bytes = (data.len() - reader.len() - rest.len()) as u64;
     let layout = Layout::from_header(Kind::Orders, &names).expect("all columns present");
-    let mut scanner = Scanner::new(reader, layout, dialect, tuning, rest, header_bytes);
+    let mut scanner =
+        Scanner::new(reader, layout, dialect, tuning, rest, header_bytes).limited(end);
     let mut out = Vec::new();
     while let Some(batches) = scanner.next_batches().expect("reading a slice never fails") {
         out.extend(batches);
@@ -235,6 +241,101 @@ fn byte_ranges_stitched_give_the_whole_file_scan() {
         for cuts in cut_sets {
             let got = scan_ranges(&data, data_start, &cuts, tuning);
             assert_eq!(got, whole, "iteration {i}, cuts {cuts:?}: {data:?}");
+        }
+    }
+}
+
+/// Every row of a scan split into `buckets` (with [`Scanner::split`]), by bucket, each bucket's
+/// rows as (row number, the rest of its columns), in the order the scan gave them; `end` cuts
+/// the scan at a byte range's end (from the data's start).
+fn scan_split(
+    data: &[u8],
+    buckets: usize,
+    end: Option<u64>,
+    tuning: Tuning,
+) -> Vec<Vec<(i64, String)>> {
+    let dialect = Dialect::new(b',');
+    let mut reader = data;
+    let (names, rest) = read_header(&mut reader, &dialect).expect("the header is valid");
+    let header_bytes = (data.len() - reader.len() - rest.len()) as u64;
+    let layout = Layout::from_header(Kind::Orders, &names).expect("all columns present");
+    let mut scanner = Scanner::new(reader, layout, dialect, tuning, rest, header_bytes)
+        .limited(end)
+        .split(buckets);
+    let mut out = vec![Vec::new(); buckets + 1];
+    while let Some(parts) = scanner.next_parts().expect("reading a slice never fails") {
+        for (bucket, batch) in parts {
+            let bucket = bucket.expect("a split scan tags every batch");
+            out[bucket].extend(numbered(&[batch]));
+        }
+    }
+    out
+}
+
+/// The rows of an unsplit scan put in buckets by the rule: a passing row (no reason) by its
+/// key hash, a rejected one in bucket `buckets`.
+fn by_rule(batches: &[RecordBatch], buckets: usize) -> Vec<Vec<(i64, String)>> {
+    let mut out = vec![Vec::new(); buckets + 1];
+    for batch in batches {
+        let reason = batch.column_by_name("_reason").expect("a reason column");
+        let hash = batch
+            .column_by_name("_key_hash")
+            .expect("a key hash column")
+            .as_primitive::<arrow_array::types::UInt64Type>();
+        let rows = numbered(std::slice::from_ref(batch));
+        for (i, row) in rows.into_iter().enumerate() {
+            let bucket = if reason.is_null(i) {
+                (hash.value(i) & (buckets as u64 - 1)) as usize
+            } else {
+                buckets
+            };
+            out[bucket].push(row);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_split_scan_routes_every_row_to_its_bucket_in_order_under_any_chunking() {
+    let mut rng = Rng(0xB0C4 | 1);
+    for i in 0..30 {
+        let data = input(&mut rng);
+        let whole = scan(
+            &data,
+            Tuning {
+                chunk_bytes: 1 << 30,
+                threads: 1,
+            },
+        );
+        // A byte range's end somewhere in the data: the rows that start before it.
+        let cut = data.len() as u64 / 2 + 1;
+        let limited = scan_to(
+            &data,
+            Some(cut),
+            Tuning {
+                chunk_bytes: 1 << 30,
+                threads: 1,
+            },
+        );
+        for buckets in [1, 4] {
+            let expected = by_rule(&whole, buckets);
+            let expected_limited = by_rule(&limited, buckets);
+            for (chunk_bytes, threads) in [(1 << 30, 1), (1, 1), (5, 2), (23, 3)] {
+                let tuning = Tuning {
+                    chunk_bytes,
+                    threads,
+                };
+                assert_eq!(
+                    scan_split(&data, buckets, None, tuning),
+                    expected,
+                    "iteration {i}, {buckets} buckets, chunk {chunk_bytes}, threads {threads}: {data:?}"
+                );
+                assert_eq!(
+                    scan_split(&data, buckets, Some(cut), tuning),
+                    expected_limited,
+                    "iteration {i}, {buckets} buckets, cut at {cut}, chunk {chunk_bytes}, threads {threads}: {data:?}"
+                );
+            }
         }
     }
 }

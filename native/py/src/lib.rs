@@ -11,7 +11,6 @@ use std::sync::Mutex;
 
 use arrow_array::ffi::to_ffi;
 use arrow_array::{Array, RecordBatch, StructArray};
-use fastclv_core::bucket;
 use fastclv_core::check::{Columns, Kind};
 use fastclv_core::concat::{self, ConcatError};
 use fastclv_core::csv::Dialect;
@@ -120,8 +119,6 @@ struct Scan {
     state: Mutex<State>,
     bytes_read: u64,
     rows: i64,
-    /// Key-hash buckets to split each batch into (0: batches as scanned).
-    buckets: usize,
     /// Data start (the header's length in bytes).
     data_start: u64,
     first_record: Option<u64>,
@@ -188,7 +185,6 @@ impl Scan {
             }),
             bytes_read: header_bytes,
             rows: 0,
-            buckets: 0,
             data_start: header_bytes,
             first_record: None,
             next_record: None,
@@ -235,8 +231,8 @@ impl Scan {
     /// Start scanning: `positions[slot]` is the field index of each contract column of the
     /// kind (required first, then optional), or None for an absent optional column.
     ///
-    /// With `buckets` (a power of two), every batch is split by key hash: the rows that
-    /// passed the checks into buckets `0 .. buckets`, the rejected ones into bucket `buckets`
+    /// With `buckets` (a power of two), the rows are split by key hash as they are checked:
+    /// the ones that pass into buckets `0 .. buckets`, the rejected ones into bucket `buckets`
     /// (each `Batch` says its `bucket`); 0 yields the batches as scanned.
     ///
     /// `start` and `end` scan one byte range (the sharded plan): the records that start in
@@ -258,7 +254,6 @@ impl Scan {
                 "buckets must be a power of two, not {buckets}"
             )));
         }
-        self.buckets = buckets;
         let columns = self.kind.columns();
         if positions.len() != columns.len()
             || positions
@@ -307,7 +302,7 @@ impl Scan {
             )
             .limited(end),
         };
-        *state = State::Scanning(Box::new(scanner));
+        *state = State::Scanning(Box::new(scanner.split(buckets)));
         Ok(())
     }
 
@@ -318,7 +313,6 @@ impl Scan {
     /// The next batches (a list, in file order); StopIteration at the end.
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Vec<Batch>>> {
         let state = &self.state;
-        let buckets = self.buckets;
         let outcome = py.detach(|| {
             catch_unwind(AssertUnwindSafe(|| {
                 let mut guard = state
@@ -326,35 +320,7 @@ impl Scan {
                     .map_err(|_| ScanError::Format("scanner state poisoned".into()))?;
                 match &mut *guard {
                     State::Scanning(scanner) => {
-                        let batches = match scanner.next_batches()? {
-                            None => None,
-                            Some(batches) if buckets == 0 => {
-                                Some(batches.into_iter().map(|b| (None, b)).collect())
-                            }
-                            Some(batches) => {
-                                // One thread per batch of the step (a batch per chunk): the
-                                // split runs on every core, as the parse did.
-                                let splits = std::thread::scope(|scope| {
-                                    let handles: Vec<_> = batches
-                                        .iter()
-                                        .map(|b| scope.spawn(move || bucket::split(b, buckets)))
-                                        .collect();
-                                    handles
-                                        .into_iter()
-                                        .map(|h| {
-                                            h.join().unwrap_or_else(|payload| {
-                                                std::panic::resume_unwind(payload)
-                                            })
-                                        })
-                                        .collect::<Vec<_>>()
-                                });
-                                let mut parts: Vec<(Option<usize>, RecordBatch)> = Vec::new();
-                                for split in splits {
-                                    parts.extend(split?.into_iter().map(|(k, p)| (Some(k), p)));
-                                }
-                                Some(parts)
-                            }
-                        };
+                        let batches = scanner.next_parts()?;
                         let counts = (
                             scanner.bytes_read,
                             scanner.rows(),
