@@ -320,14 +320,6 @@ impl Columns {
         self.rows == 0
     }
 
-    /// Check one well-formed record's values and append it (valid, or a reject).
-    pub fn push_values(&mut self, values: &Values<'_>, raw: &[u8], offset: i64) {
-        match check(self.kind, values) {
-            Ok(row) => self.push_checked(&row, key_hash(row.key()), offset, raw.len()),
-            Err(failure) => self.push_reject(failure, raw, offset),
-        }
-    }
-
     /// Append a row that passed every check (`hash`: [`key_hash`] of its key).
     fn push_checked(&mut self, row: &Checked<'_>, hash: u64, offset: i64, length: usize) {
         match *row {
@@ -624,6 +616,13 @@ pub fn escape_raw(raw: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// The one batch of an unsplit chunk, rows numbered from 1.
+    fn one_batch(rows: Routed) -> RecordBatch {
+        let mut parts = rows.finish(0, 1).unwrap();
+        assert_eq!(parts.len(), 1);
+        parts.remove(0).1
+    }
+
     #[test]
     fn escapes_invalid_utf8_only() {
         assert_eq!(escape_raw(b"a\xffb\xc3\xa9"), "a\\xffbé");
@@ -633,7 +632,7 @@ mod tests {
 
     #[test]
     fn item_checks_in_contract_order() {
-        let mut c = Columns::new(Kind::OrderItems, 4);
+        let mut c = Routed::new(Kind::OrderItems, 0, 4);
         let row =
             |o: &'static str, s, q, p, d: Option<&'static str>| -> Vec<Option<&'static [u8]>> {
                 [Some(o), Some(s), Some(q), Some(p), d]
@@ -647,7 +646,7 @@ mod tests {
         let mut missing = row("o1", "s", "2", "1", None);
         missing[1] = None;
         c.push_values(&missing, b"r", 3);
-        let batch = c.finish(1).unwrap();
+        let batch = one_batch(c);
         let reasons = batch.column_by_name(REASON).unwrap();
         let reasons = reasons
             .as_any()
@@ -667,9 +666,9 @@ mod tests {
 
     #[test]
     fn an_order_carries_its_customers_key_hash() {
-        let mut customers = Columns::new(Kind::Customers, 1);
+        let mut customers = Routed::new(Kind::Customers, 0, 1);
         customers.push_values(&[Some(b"c7"), Some(b"2024-01-02"), None], b"r", 0);
-        let mut orders = Columns::new(Kind::Orders, 2);
+        let mut orders = Routed::new(Kind::Orders, 0, 2);
         let order =
             |ts: &'static [u8]| [Some(&b"o1"[..]), Some(b"c7"), Some(ts), Some(b"completed")];
         orders.push_values(&order(b"2024-03-01T10:00:00Z"), b"r", 0);
@@ -682,8 +681,8 @@ mod tests {
                 .unwrap();
             column.iter().collect()
         };
-        let customers = customers.finish(1).unwrap();
-        let orders = orders.finish(1).unwrap();
+        let customers = one_batch(customers);
+        let orders = one_batch(orders);
         let own = hashes(&customers, KEY_HASH)[0];
         assert_eq!(own, Some(key_hash(b"c7")));
         assert_eq!(hashes(&orders, PARENT_HASH), vec![own, None]);
