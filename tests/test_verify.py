@@ -23,7 +23,7 @@ from psycopg import sql
 from fastclv import stage
 from fastclv.config import Settings
 from fastclv.errors import InputError, TerminalError, VerificationError
-from fastclv.pipeline import run
+from fastclv.pipeline import run, transform_stage
 from fastclv.testing import generate
 from fastclv.verify import REPORT_JSON, REPORT_MD, verify_run
 
@@ -198,6 +198,46 @@ def test_a_broken_count_invariant_is_caught(
     report = json.loads((run_dir / REPORT_JSON).read_text())
     assert list(report["differences"]) == [f"ledger:{file}"]
     assert report["checks"][f"ledger:{file}"]["mismatches"] >= 1
+
+
+@pytest.mark.parametrize("target", ["no-staged-order", "another-order"])
+def test_an_item_linked_to_the_wrong_order_is_caught_even_when_the_output_follows_the_link(
+    staged: Path, tmp_path: Path, target: str
+) -> None:
+    # A bug in the extract's links, as the transform would then see it: one staged item's
+    # order_row names no staged order (the row of a rejected duplicate, say), or another order.
+    # The output is recomputed from the corrupted staging, so it agrees with the wrong link.
+    run_dir = _copy(staged, tmp_path)
+    items = pl.read_parquet(run_dir / "order_items.parquet")
+    orders = pl.read_parquet(run_dir / "orders.parquet").filter(pl.col("status") == "completed")
+    victim = items.join(orders.select(pl.col("row").alias("order_row")), on="order_row").row(0, named=True)
+    if target == "no-staged-order":
+        rejected = pl.read_parquet(run_dir / stage.REJECTS).filter(pl.col("file") == "orders.csv")
+        wrong = int(rejected["row"][0])
+    else:
+        wrong = int(orders.filter(pl.col("order_id") != victim["order_id"])["row"][0])
+    assert wrong not in set(orders.filter(pl.col("order_id") == victim["order_id"])["row"])
+    relinked = items.with_columns(
+        pl.when(pl.col("row") == victim["row"]).then(wrong).otherwise(pl.col("order_row")).alias("order_row")
+    )
+    stage.write_parquet(relinked.cast(items.schema), run_dir / "order_items.parquet")
+    settings = Settings(input=str(tmp_path), staging=str(tmp_path), as_of=AS_OF, load=False)
+    model = transform_stage(settings).model
+    summary = _summary(run_dir)
+    with pytest.raises(VerificationError, match=r"ledger:order_items"):
+        verify_run(run_dir, AS_OF, summary["files"], model)
+    report = json.loads((run_dir / REPORT_JSON).read_text())
+    ledger = report["checks"]["ledger:order_items"]
+    assert ledger["mismatches"] == 1
+    staged_items = str(items.height)
+    assert [d for d in report["differences"]["ledger:order_items"] if d["staged"] == staged_items] == [
+        {
+            "key": "order_items",
+            "column": "rows of order_items.parquet = items linked to a staged order",
+            "staged": staged_items,
+            "recomputed": str(items.height - 1),
+        }
+    ]
 
 
 def test_an_output_column_of_the_wrong_type_is_caught(staged: Path, tmp_path: Path) -> None:

@@ -162,10 +162,17 @@ class LedgerCounts:
     rejects: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Orders and items after the as-of date (orders and order_items; customers: 0).
     after: dict[str, int] = field(default_factory=dict)
+    #: Items whose link (order_row, confirmed by the order_id's hash) names a staged order.
+    linked_items: int = 0
 
     def to_json(self) -> dict[str, object]:
         """JSON-ready form."""
-        return {"staged_rows": self.staged_rows, "rejects": self.rejects, "after": self.after}
+        return {
+            "staged_rows": self.staged_rows,
+            "rejects": self.rejects,
+            "after": self.after,
+            "linked_items": self.linked_items,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LedgerCounts:
@@ -174,6 +181,7 @@ class LedgerCounts:
             {str(k): int(v) for k, v in data["staged_rows"].items()},
             {str(f): {str(r): int(n) for r, n in by.items()} for f, by in data["rejects"].items()},
             {str(k): int(v) for k, v in data["after"].items()},
+            int(data["linked_items"]),
         )
 
     def add(self, other: LedgerCounts) -> None:
@@ -186,6 +194,7 @@ class LedgerCounts:
                 mine[reason] = mine.get(reason, 0) + n
         for name, n in other.after.items():
             self.after[name] = self.after.get(name, 0) + n
+        self.linked_items += other.linked_items
 
 
 def ledger_counts(con: Any, *, whole_files: bool) -> LedgerCounts:
@@ -205,14 +214,23 @@ def ledger_counts(con: Any, *, whole_files: bool) -> LedgerCounts:
             "SELECT file, reason, count(*) FROM rejects GROUP BY ALL ORDER BY ALL"
         ).fetchall():
             rejects.setdefault(str(file), {})[str(reason)] = int(n)
-    orders_after, items_after = (
-        int(v) for v in con.execute("SELECT orders_after, items_after FROM ledger_sums").fetchall()[0]
+    orders_after, items_after, linked_items = (
+        int(v)
+        for v in con.execute(
+            "SELECT orders_after, items_after, (SELECT linked_items FROM item_links) FROM ledger_sums"
+        ).fetchall()[0]
     )
-    return LedgerCounts(staged_rows, rejects, {"orders": orders_after, "order_items": items_after})
+    return LedgerCounts(
+        staged_rows, rejects, {"orders": orders_after, "order_items": items_after}, linked_items
+    )
 
 
 def ledger_checks(counts: Mapping[str, Mapping[str, object]], found: LedgerCounts) -> list[Check]:
-    """Check the ledger: read = valid + rejected + dropped, valid = staged rows, rejects, after-as-of."""
+    """Check the ledger: read = valid + rejected + dropped, valid = staged rows, rejects, after-as-of.
+
+    Also that every staged item is linked to a staged order (its order_row names an order with
+    its order_id).
+    """
     staged_rows, rejects = found.staged_rows, found.rejects
     after = {"customers": 0, **found.after}
 
@@ -241,6 +259,14 @@ def ledger_checks(counts: Mapping[str, Mapping[str, object]], found: LedgerCount
             (f"valid = rows of {spec.name}.parquet", _int(got.get("valid")), staged_rows.get(spec.name, 0)),
             ("after_as_of", _int(got.get("after_as_of")), after.get(spec.name, 0)),
         ]
+        if spec.name == "order_items":
+            pairs.append(
+                (
+                    "rows of order_items.parquet = items linked to a staged order",
+                    staged_rows.get(spec.name, 0),
+                    found.linked_items,
+                )
+            )
         actual = rejects.get(file_name, {})
         for reason in sorted(set(by_reason) | set(actual)):
             pairs.append(
