@@ -176,7 +176,8 @@ def _part_histories(
         if holdout_days > 0:
             calibration = done.folder / f"calibration.p{j}.parquet"
             stage.sink_parquet(
-                holdout.calibration_from_days(customers, days, as_of, holdout_days), calibration
+                holdout.calibration_from_days(customers, days, as_of, holdout_days, distinct=True),
+                calibration,
             )
             done.calibrations.append(calibration)
         del days

@@ -124,24 +124,33 @@ def calibration_frame(
 
 
 def calibration_from_days(
-    customers: pl.LazyFrame, days: pl.LazyFrame, as_of: date, holdout_days: int
+    customers: pl.LazyFrame, days: pl.LazyFrame, as_of: date, holdout_days: int, *, distinct: bool = False
 ) -> pl.LazyFrame:
     """:func:`calibration_frame` from the counted purchase days (``customer_row``, ``day``).
 
-    A day may repeat (one row per order); the customers keep their order (the sharded plan
-    computes it per customer part, from the parts' purchase days).
+    A day may repeat (one row per order), unless ``distinct``: one row per (customer, day), as
+    :func:`fastclv.transform.merge_days` gives them, whose days are then counted instead of made
+    unique (a part of 250k customers at 1M: 0.10 s against 0.26 s). The customers keep their order
+    (the sharded plan computes it per customer part, from the parts' purchase days).
     """
     cal_end = as_of - timedelta(days=holdout_days)
     in_calibration = pl.col("day") <= pl.lit(cal_end)
-    first = pl.col("day").filter(in_calibration).min()
-    last = pl.col("day").filter(in_calibration).max()
+    if distinct:
+        calibration_day = pl.when(in_calibration).then(pl.col("day"))
+        first, last = calibration_day.min(), calibration_day.max()
+        calibration_days, holdout_days_seen = in_calibration.sum(), (~in_calibration).sum()
+    else:
+        first = pl.col("day").filter(in_calibration).min()
+        last = pl.col("day").filter(in_calibration).max()
+        calibration_days = pl.col("day").filter(in_calibration).n_unique()
+        holdout_days_seen = pl.col("day").filter(~in_calibration).n_unique()
     per_customer = (
         days.group_by("customer_row")
         .agg(
-            (pl.col("day").filter(in_calibration).n_unique().cast(pl.Int32) - 1).alias("frequency_cal"),
+            (calibration_days.cast(pl.Int32) - 1).alias("frequency_cal"),
             (last - first).dt.total_days().cast(pl.Int32).alias("recency_cal"),
             (pl.lit(cal_end) - first).dt.total_days().cast(pl.Int32).alias("t_cal"),
-            pl.col("day").filter(~in_calibration).n_unique().cast(pl.Int32).alias("actual_holdout"),
+            holdout_days_seen.cast(pl.Int32).alias("actual_holdout"),
         )
         .filter(pl.col("frequency_cal") >= 0)  # a first purchase in the calibration period
     )

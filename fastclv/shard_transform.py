@@ -165,7 +165,7 @@ def history(
                 if settings.holdout_days > 0:
                     frames.append(
                         holdout.calibration_from_days(
-                            customers, merged, settings.as_of, settings.holdout_days
+                            customers, merged, settings.as_of, settings.holdout_days, distinct=True
                         )
                     )
                 for kind, (frame, out) in enumerate(zip(frames, outputs, strict=True)):
