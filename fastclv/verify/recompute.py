@@ -137,15 +137,19 @@ def recompute(con: Any, as_of: date) -> None:
         """
     )
     con.execute("DROP TABLE keyed")
-    # The links themselves: the items whose order_row names a staged order of this part with
-    # their order_id. A link to no staged order (a dropped duplicate's row, say) would leave an
-    # item out on both sides above; the ledger check compares this count, summed over the
-    # parts, with the staged items.
+    # The links themselves: every staged item must be linked to one staged order. Those of the
+    # kept orders were matched above; the others' orders are the rest (not completed, before the
+    # cutoff: a smaller join than one with every order, 0.9 s against 1.7 s at 1M customers). A
+    # link to no staged order (a dropped duplicate's row, say) would leave an item out on both
+    # sides above; the ledger check compares this count, summed over the parts, with the
+    # staged items.
     con.execute(
-        """
+        f"""
         CREATE TEMP TABLE item_links AS
-        SELECT count(*) AS linked_items FROM order_items i
-        SEMI JOIN orders o ON o.row = i.order_row AND hash(o.order_id) = hash(i.order_id)
+        SELECT (SELECT coalesce(sum(items), 0) FROM item_totals) + count(*) AS linked_items
+        FROM order_items i SEMI JOIN (
+            SELECT row, order_id FROM orders WHERE status <> '{COUNTED_STATUS}' AND order_ts < {cutoff}
+        ) o ON o.row = i.order_row AND hash(o.order_id) = hash(i.order_id)
         """
     )
     # One join at a time (two hash tables of one row per customer at once are what ran out).
