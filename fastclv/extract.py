@@ -983,7 +983,28 @@ def _read_ranges(
     else:
         fd = os.open(storage.local_path(location), os.O_RDONLY)
         try:
-            texts = [native.escape_raw(os.pread(fd, length, offset)) for offset, length in spans]
+            texts = []
+            for at in range(0, len(spans), PREFETCH_RECORDS):
+                window = spans[at : at + PREFETCH_RECORDS]
+                _prefetch(fd, window)
+                texts += [native.escape_raw(os.pread(fd, length, offset)) for offset, length in window]
         finally:
             os.close(fd)
     return pl.DataFrame({ROW: ranges[ROW], "_fetched": texts}, schema={ROW: pl.Int64, "_fetched": pl.String})
+
+
+#: Records whose reads are announced to the kernel at once (:func:`_prefetch`).
+PREFETCH_RECORDS = 8192
+
+
+def _prefetch(fd: int, spans: list[tuple[int, int]]) -> None:
+    """Tell the kernel which byte ranges are read next, so that it fetches them all at once.
+
+    One ``pread`` after another waits for each record's page in turn when the file is no longer
+    in the page cache (a big input after its scan): 20,000 records of a 9.8 GB file took 4.05 s
+    so, and 0.28 s announced first (``POSIX_FADV_WILLNEED``, which queues the reads and returns).
+    """
+    if not hasattr(os, "posix_fadvise"):  # not on macOS: the reads then wait in turn
+        return
+    for offset, length in spans:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)

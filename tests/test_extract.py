@@ -97,6 +97,25 @@ def test_rows_rejected_after_the_scan_keep_their_raw_text(tmp_path: Path) -> Non
     ]
 
 
+def test_the_raw_text_of_late_rejects_is_read_in_windows_in_row_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seven unknown orders, read back two records a window (the kernel is told of each window's
+    # ranges before they are read): every text comes back, in row order, none from a neighbour.
+    monkeypatch.setattr(extract_module, "PREFETCH_RECORDS", 2)
+    folder = inputs(tmp_path / "in")
+    (folder / "orders.csv").write_bytes(b"order_id,customer_id,order_ts,status\n")
+    lines = [f"x{i},sku-{i},{i + 1},{i}.25,".encode() for i in range(7)]
+    (folder / "order_items.csv").write_bytes(
+        b"order_id,sku,quantity,unit_price,discount\r\n" + b"\r\n".join(lines)
+    )
+    extracted = extract(str(folder), tmp_path / "run", AS_OF)
+    rejects = pl.read_parquet(extracted.rejects).filter(pl.col("file") == "order_items.csv")
+    assert rejects.select("row", "reason", "raw").rows() == [
+        (i + 1, "unknown_order", line.decode()) for i, line in enumerate(lines)
+    ]
+
+
 def test_foreign_keys_fall_back_to_text_keys_when_parent_hashes_collide(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
