@@ -47,7 +47,7 @@ def purchase_days(orders: pl.LazyFrame, items: pl.LazyFrame, as_of: date) -> pl.
             pl.len().cast(pl.UInt32).alias("orders"),
             pl.col("order_ts").min().alias("first_ts"),
             pl.col("order_ts").max().alias("last_ts"),
-            pl.col("value").sum().fill_null(0).cast(MONEY_WIDE),
+            pl.col("value").sum().cast(MONEY_WIDE),  # an order without items adds nothing
         )
     )
 
