@@ -7,7 +7,8 @@ with it on small generated inputs; it is never meant to be fast.
 
 Decisions where the contract is silent (the pipeline implements the same):
 
-* A record that is not valid UTF-8 is malformed; a UTF-16 file, a header that is not UTF-8
+* A record that is not valid UTF-8, or that holds a NUL character (valid UTF-8, but no
+  PostgreSQL text value can hold it), is malformed; a UTF-16 file, a header that is not UTF-8
   or a header line with bare CR line ends fails the run.
 * Physical lines are split on ``"\\n"`` only, a trailing ``"\\r"`` is removed, and a line that
   is then empty is skipped and takes no row number (unless it is inside a quoted field).
@@ -323,7 +324,7 @@ def _read_file(input_dir: Path, spec: InputFile, delimiter: str) -> _File:
             raise InputError(msg)
     rows: list[tuple[int, Values | None]] = []
     for row, text in _records(lines, delimiter):
-        fields = None if _not_utf8(text) else _split(text, delimiter, len(names))
+        fields = None if _not_utf8(text) or "\x00" in text else _split(text, delimiter, len(names))
         if fields is None:
             rows.append((row, None))
             continue

@@ -294,6 +294,23 @@ def test_malformed_rows(tmp_path: Path, impl: Impl) -> None:
     assert result.counts["customers"]["read"] == 8
 
 
+def test_a_row_holding_a_nul_character_is_malformed(tmp_path: Path, impl: Impl) -> None:
+    """NUL is valid UTF-8 but no PostgreSQL text can hold it: the row is a malformed_row."""
+    customers = (
+        "customer_id,signup_date,country,note\n"
+        + "ok,2024-01-01,DE,\n"  # 1
+        + "c2,2024-01-01,U\x00S,\n"  # 2: in a value
+        + "c3\x00,2024-01-01,DE,\n"  # 3: in the key
+        + "c4,2024-01-01,DE,ignored \x00 column\n"  # 4: in a column the contract does not read
+        + 'c5,2024-01-01,"multi\n\x00line",\n'  # 5: in a multi-line quoted field
+        + "c6,2024-01-01,FR,\n"  # 6
+    )
+    result = run(impl, tmp_path, customers=customers)
+    assert sorted(result.output["customer_id"].to_list()) == ["c6", "ok"]
+    assert reject_rows(result) == [("customers.csv", row, "malformed_row") for row in (2, 3, 4, 5)]
+    assert result.counts["customers"]["read"] == 6
+
+
 def test_extra_reordered_and_repeated_header_columns_and_quoted_names(tmp_path: Path, impl: Impl) -> None:
     result = run(
         impl,

@@ -180,6 +180,13 @@ def test_a_row_that_is_not_utf8_is_a_malformed_row_with_its_bytes_escaped(tmp_pa
     assert extracted.counts["customers"].valid == 1
 
 
+def test_a_nul_character_in_a_rejected_row_is_escaped_in_its_raw_text(tmp_path: Path) -> None:
+    folder = write(tmp_path / "in", b"customer_id,signup_date,country\nc1,2024-01-01,U\x00S\n")
+    extracted = extract(str(folder), tmp_path / "run", AS_OF)
+    rejects = pl.read_parquet(extracted.rejects)
+    assert rejects.select("row", "reason", "raw").rows() == [(1, "malformed_row", "c1,2024-01-01,U\\x00S")]
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -601,7 +601,13 @@ pub fn escape_raw(raw: &[u8]) -> String {
     };
     let mut out = String::with_capacity(head.len());
     for chunk in head.utf8_chunks() {
-        out.push_str(chunk.valid());
+        // NUL is valid UTF-8 but makes a row malformed (`scan::is_text`): escaped like a bad byte.
+        for (i, piece) in chunk.valid().split('\0').enumerate() {
+            if i > 0 {
+                out.push_str("\\x00");
+            }
+            out.push_str(piece);
+        }
         for byte in chunk.invalid() {
             out.push_str(&format!("\\x{byte:02x}"));
         }
@@ -624,8 +630,9 @@ mod tests {
     }
 
     #[test]
-    fn escapes_invalid_utf8_only() {
+    fn escapes_invalid_utf8_and_nul_only() {
         assert_eq!(escape_raw(b"a\xffb\xc3\xa9"), "a\\xffbé");
+        assert_eq!(escape_raw(b"\0U\0\0S\0"), "\\x00U\\x00\\x00S\\x00");
         let long = vec![b'x'; RAW_LIMIT + 5];
         assert!(escape_raw(&long).ends_with("... [5 more bytes]"));
     }

@@ -244,6 +244,12 @@ struct Parser<'a> {
     base: u64,
 }
 
+/// Whether `bytes` are text a row can hold: valid UTF-8 without NUL (`U+0000` is valid UTF-8,
+/// but no PostgreSQL text value can hold it, so a row holding one is a `malformed_row`).
+fn is_text(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok() && memchr::memchr(0, bytes).is_none()
+}
+
 impl Parser<'_> {
     /// Parse the records that start in `buf[from..to]`, reading at most up to `to`.
     fn parse(&self, buf: &[u8], from: usize, to: usize, at_eof: bool) -> ChunkOut {
@@ -255,7 +261,7 @@ impl Parser<'_> {
             pending: None,
         };
         let mut scratch = Scratch::default();
-        let utf8_ok = std::str::from_utf8(&buf[from..to]).is_ok();
+        let text_ok = is_text(&buf[from..to]);
         let view = &buf[..to];
         let mut pos = from;
         while pos < to {
@@ -270,7 +276,7 @@ impl Parser<'_> {
                         view,
                         span,
                         tokenized,
-                        utf8_ok,
+                        text_ok,
                         &mut scratch,
                         &mut out.columns,
                     );
@@ -304,13 +310,13 @@ impl Parser<'_> {
         buf: &[u8],
         span: Span,
         tokenized: Option<Tokenized>,
-        utf8_ok: bool,
+        text_ok: bool,
         scratch: &mut Scratch,
         columns: &mut Routed,
     ) {
         let raw = &buf[span.start..span.end];
         let offset = (self.base + span.start as u64) as i64;
-        if !utf8_ok && std::str::from_utf8(raw).is_err() {
+        if !text_ok && !is_text(raw) {
             columns.push_malformed(raw, offset);
             return;
         }
