@@ -342,6 +342,31 @@ def test_a_total_beyond_numeric_18_2_is_a_clear_error_naming_the_customer(
     assert "big" in summary["error"]
 
 
+@pytest.mark.parametrize("shards", [1, 2])  # 2: each part is scored in a worker process
+def test_a_predicted_clv_beyond_numeric_18_2_is_a_clear_error_naming_customers(
+    tmp_path: Path, shards: int
+) -> None:
+    """A margin of 10^16 makes every positive CLV too large for numeric(18,2): a clear error."""
+    from fastclv.errors import TerminalError
+
+    with pytest.raises(
+        TerminalError, match=r"predicted CLV of customer\(s\) ([^ ,]+, ){4}[^ ,]+ exceeds numeric\(18,2\)"
+    ):
+        run(
+            Settings(
+                input=str(SAMPLE),
+                staging=str(tmp_path / "s"),
+                as_of=date(2025, 12, 31),
+                load=False,
+                margin=1e16,
+                shards=shards,
+            )
+        )
+    summary = json.loads((tmp_path / "s" / "2025-12-31" / stage.SUMMARY).read_text())
+    assert summary["status"] == "failed"
+    assert "predicted CLV" in summary["error"]
+
+
 def test_a_failed_rerun_leaves_no_stale_output_behind(generated: Path, tmp_path: Path) -> None:
     settings = Settings(input=str(generated), staging=str(tmp_path / "s"), as_of=AS_OF, load=False)
     run(settings)

@@ -14,6 +14,7 @@ import polars as pl
 
 from fastclv import stage
 from fastclv.contract import MONEY, OUTPUT_SCHEMA, PREDICTIVE_COLUMNS
+from fastclv.errors import TerminalError
 from fastclv.model.fit import (
     ModelResult,
     Predictions,
@@ -184,6 +185,7 @@ def _write_scored(history: Path, rfm: pl.DataFrame, preds: Predictions | None, o
     """The history's rows with the predictive columns (null where there is no prediction)."""
     frame = pl.scan_parquet(history).drop(PREDICTIVE_COLUMNS)
     if preds is not None:
+        _check_clv_range(rfm, preds.predicted_clv)
         scored = pl.DataFrame(
             {
                 "customer_id": rfm["customer_id"],
@@ -193,13 +195,36 @@ def _write_scored(history: Path, rfm: pl.DataFrame, preds: Predictions | None, o
             },
             nan_to_null=True,
         ).with_columns(
-            # Round half away from zero to the cent, as PostgreSQL does for numeric.
-            pl.col("_clv")
-            .round(2, mode="half_away_from_zero")
-            .cast(MONEY, strict=False)
-            .alias("predicted_clv")
+            # Round half away from zero to the cent, as PostgreSQL does for numeric (every value
+            # fits: _check_clv_range).
+            pl.col("_clv").round(2, mode="half_away_from_zero").cast(MONEY).alias("predicted_clv")
         )
         frame = frame.join(scored.drop("_clv").lazy(), on="customer_id", how="left", maintain_order="left")
     else:
         frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in PREDICTIVE_COLUMNS)
     stage.sink_parquet(frame.select(OUTPUT_SCHEMA.names()).cast(OUTPUT_SCHEMA), output)
+
+
+#: numeric(18,2) holds values below 10^16 in absolute value (16 digits before the point).
+_MONEY_BOUND = 1e16
+
+
+def _check_clv_range(rfm: pl.DataFrame, clv: np.ndarray) -> None:
+    """Fail, naming the customers, when a predicted CLV does not fit numeric(18,2).
+
+    A NaN (no prediction) becomes null; an infinite or too large value is an error, as a total
+    revenue beyond numeric(18,2) is (:func:`fastclv.transform.overflow_error`): a value that
+    large comes from a unit error in the prices or from the margin setting, never from a
+    plausible forecast.
+    """
+    with np.errstate(invalid="ignore"):
+        too_big = np.abs(np.round(clv, 2)) >= _MONEY_BOUND
+    if not too_big.any():
+        return
+    ids = rfm["customer_id"].filter(pl.Series(too_big)).head(5).to_list()
+    raise TerminalError(
+        f"customer_ltv: the predicted CLV of customer(s) {', '.join(ids)} exceeds numeric(18,2) "
+        "(16 digits before the point). Hint: check order_items.csv for those customers' "
+        "quantities and prices, and the margin setting; a value that large is almost always a "
+        "unit error."
+    )
