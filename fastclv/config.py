@@ -188,9 +188,9 @@ class Settings:
     run_id: str | None = field(default=None, metadata=_doc("Identifier of this run (default: generated)."))
 
     def __post_init__(self) -> None:
-        if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+        if len(self.delimiter) != 1 or not self.delimiter.isascii() or self.delimiter in '"\r\n':
             raise ConfigError(
-                f"delimiter {self.delimiter!r} must be one character other than a quote or a "
+                f"delimiter {self.delimiter!r} must be one ASCII character other than a quote or a "
                 "line break. Hint: pass --delimiter ';' for semicolon files."
             )
         for what, name in (
@@ -205,6 +205,16 @@ class Settings:
             (self.margin >= 0 and self.penalizer >= 0, "margin and penalizer must be >= 0."),
             (self.lock_timeout_s > 0, f"lock_timeout_s must be > 0, got {self.lock_timeout_s}."),
             (self.holdout_days >= 0, f"holdout_days must be >= 0 (0: no backtest), got {self.holdout_days}."),
+            (
+                self.as_of < date.max,
+                f"as_of {self.as_of} is the last calendar date: a run as of D counts what happened "
+                "before D+1 00:00 UTC, which does not exist. Hint: use a date up to 9999-12-30.",
+            ),
+            (
+                self.holdout_days <= (self.as_of - date.min).days,
+                f"holdout_days {self.holdout_days} reaches back before 0001-01-01 from as_of "
+                f"{self.as_of}. Hint: a smaller --holdout-days, or 0 to turn the backtest off.",
+            ),
             (self.bucket_mib >= 0, f"bucket_mib must be >= 0 (0: one bucket), got {self.bucket_mib}."),
             (
                 0 <= self.customer_buckets <= 1024

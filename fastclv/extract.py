@@ -184,20 +184,23 @@ def open_input(
 def _check_regular_file(spec: InputFile, path: Path) -> None:
     """Say what an input path is when it is not a readable regular file."""
     hint = "Hint: the input location must hold customers.csv, orders.csv and order_items.csv as files."
+    shown = printable(str(path))  # a path is user text: a line break in it is shown escaped
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise InputError(f"{spec.file_name}: file not found at {path}. {hint}") from None
+        raise InputError(f"{spec.file_name}: file not found at {shown}. {hint}") from None
     except OSError as exc:
-        raise InputError(f"{spec.file_name}: cannot look at {path} ({exc.strerror or exc}). {hint}") from None
+        raise InputError(
+            f"{spec.file_name}: cannot look at {shown} ({exc.strerror or exc}). {hint}"
+        ) from None
     if stat.S_ISDIR(info.st_mode):
-        raise InputError(f"{spec.file_name}: {path} is a directory, not a file. {hint}")
+        raise InputError(f"{spec.file_name}: {shown} is a directory, not a file. {hint}")
     if not stat.S_ISREG(info.st_mode):
         kind = "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
-        raise InputError(f"{spec.file_name}: {path} is {kind}, not a regular file. {hint}")
+        raise InputError(f"{spec.file_name}: {shown} is {kind}, not a regular file. {hint}")
     if not os.access(path, os.R_OK):
         raise InputError(
-            f"{spec.file_name}: {path} cannot be read (permission denied). "
+            f"{spec.file_name}: {shown} cannot be read (permission denied). "
             "Hint: give the user that runs fastclv read access to the file."
         )
 

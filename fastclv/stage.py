@@ -39,7 +39,7 @@ from typing import Any, Final, Literal
 import polars as pl
 
 from fastclv import files, storage
-from fastclv.errors import ConfigError, FastclvError, InputError, TransientError
+from fastclv.errors import ConfigError, FastclvError, InputError, TransientError, printable
 
 log = logging.getLogger(__name__)
 
@@ -69,39 +69,47 @@ _NOT_DIR = re.compile(r"not a directory|os error 20\b", re.I)
 def staging_error(exc: BaseException, staging: str | Path) -> FastclvError | None:
     """The fastclv error for a failed write under the staging location, or None if it is not one.
 
-    A full disk is transient (free space, retry); a read-only location, missing permission or a
-    path through a file is a configuration error (point ``--staging`` elsewhere). Recognised from
+    A full disk is transient (free space, retry); a read-only location, missing permission, a
+    path through a file or one that cannot be created is a configuration error (point
+    ``--staging`` elsewhere). Recognised from
     the errno of an OSError, or from the words Polars and pyarrow wrap it in.
     """
     if isinstance(exc, FastclvError):
         return None
     code = exc.errno if isinstance(exc, OSError) else None
     text = str(exc)
-    where = f"staging location {staging}"
+    where = f"staging location {printable(str(staging))}"
     named = getattr(exc, "filename", None)
-    detail = f" ({named})" if named else ""
+    detail = f" ({printable(str(named))})" if named else ""
     if code in (errno.ENOSPC, errno.EDQUOT) or _NO_SPACE.search(text):
         return TransientError(
             f"writing to the {where} failed: no space left on the device{detail}. "
             "Hint: free space on the disk that holds it (or point --staging at a larger one); "
             "the run is safe to retry."
         )
+    problem = None
     if code == errno.EROFS or _READ_ONLY.search(text):
-        return ConfigError(
+        problem = (
             f"the {where} is on a read-only file system{detail}. "
             "Hint: point --staging (FASTCLV_STAGING) at a writable folder."
         )
-    if code in (errno.EACCES, errno.EPERM) or (code is None and _DENIED.search(text)):
-        return ConfigError(
+    elif code in (errno.EACCES, errno.EPERM) or (code is None and _DENIED.search(text)):
+        problem = (
             f"the {where} cannot be written: permission denied{detail}. "
             "Hint: give the user that runs fastclv write access, or point --staging elsewhere."
         )
-    if code in (errno.ENOTDIR, errno.EEXIST) or (code is None and _NOT_DIR.search(text)):
-        return ConfigError(
+    elif code == errno.ENOENT:  # mkdir where nothing can be made (/proc/x), or a folder removed meanwhile
+        problem = (
+            f"the {where} cannot be written: a folder on its path does not exist and cannot be "
+            f"created{detail}. Hint: point --staging (FASTCLV_STAGING) at a folder on a writable "
+            "file system."
+        )
+    elif code in (errno.ENOTDIR, errno.EEXIST) or (code is None and _NOT_DIR.search(text)):
+        problem = (
             f"the {where} is not a folder: a part of its path is a file{detail}. "
             "Hint: point --staging (FASTCLV_STAGING) at a folder."
         )
-    return None
+    return None if problem is None else ConfigError(problem)
 
 
 @contextmanager

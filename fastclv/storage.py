@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import obstore.exceptions
 
 from fastclv import files
-from fastclv.errors import ConfigError, FastclvError, InputError, TerminalError, TransientError
+from fastclv.errors import ConfigError, FastclvError, InputError, TerminalError, TransientError, printable
 from fastclv.secrets import STORE_VARIABLE_PREFIXES, redact
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ def storage_error(
     """
     if isinstance(exc, FastclvError):
         return exc
-    shown = redact(location) if "@" in location else location
+    shown = printable(redact(location) if "@" in location else location)
     problem = describe(exc, storage_options)
     if problem.kind == "no_bucket":
         return ConfigError(
@@ -294,7 +294,7 @@ def input_error(
     """
     if isinstance(exc, FastclvError):
         return exc
-    shown = redact(source) if "@" in source else source
+    shown = printable(redact(source) if "@" in source else source)
     problem = describe(exc, storage_options)
     if problem.kind == "unreachable":
         return TransientError(

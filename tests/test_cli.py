@@ -79,6 +79,34 @@ def test_bad_as_of_is_a_usage_error(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--as-of", "9999-12-31"], "as_of 9999-12-31 is the last calendar date"),
+        (["--as-of", "0001-02-01"], "holdout_days 90 reaches back before 0001-01-01"),
+        (["--as-of", "2025-12-31", "--delimiter", "é"], "must be one ASCII character"),
+        (["--as-of", "2025-12-31", "--staging", "/proc/fastclv-nowhere"], "cannot be created (/proc/fastclv-"),
+    ],
+)
+def test_out_of_range_settings_are_usage_errors_not_internal_ones(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    done = fastclv("run", "--input", str(SAMPLE), "--staging", str(tmp_path), "--no-load", *options)
+    assert done.returncode == 2, done.stderr
+    assert message in " ".join(done.stderr.split())
+    assert "internal error" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_line_break_in_the_input_path_is_shown_escaped(tmp_path: Path) -> None:
+    done = fastclv(
+        "run", "--input", str(tmp_path / "a\nb"), "--staging", str(tmp_path), "--as-of", "2025-12-31"
+    )
+    assert done.returncode == 2, done.stderr
+    assert "a\\nb/customers.csv" in done.stderr.replace("\n", "")
+    assert "a\nb" not in done.stderr
+
+
 def test_generate_is_deterministic_and_writes_expected_counts(tmp_path: Path) -> None:
     for name in ("a", "b"):
         done = fastclv(
