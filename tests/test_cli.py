@@ -85,7 +85,10 @@ def test_bad_as_of_is_a_usage_error(tmp_path: Path) -> None:
         (["--as-of", "9999-12-31"], "as_of 9999-12-31 is the last calendar date"),
         (["--as-of", "0001-02-01"], "holdout_days 90 reaches back before 0001-01-01"),
         (["--as-of", "2025-12-31", "--delimiter", "é"], "must be one ASCII character"),
-        (["--as-of", "2025-12-31", "--staging", "/proc/fastclv-nowhere"], "cannot be created (/proc/fastclv-"),
+        (
+            ["--as-of", "2025-12-31", "--staging", "/proc/fastclv-nowhere"],
+            "cannot be created (/proc/fastclv-",
+        ),
     ],
 )
 def test_out_of_range_settings_are_usage_errors_not_internal_ones(
