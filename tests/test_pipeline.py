@@ -8,6 +8,7 @@ import warnings
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -325,21 +326,23 @@ def test_a_total_beyond_numeric_18_2_is_a_clear_error_naming_the_customer(
     (folder / "order_items.csv").write_text(
         "order_id,sku,quantity,unit_price,discount\no1,s,2,9999999999999999.99,\n"
     )
+    summary = _fails_terminally(
+        r"customer\(s\) big exceeds numeric\(18,2\)", folder, tmp_path, date(2024, 1, 31), shards=shards
+    )
+    assert "big" in summary["error"]
+
+
+def _fails_terminally(
+    match: str, folder: Path, tmp_path: Path, as_of: date, **options: Any
+) -> dict[str, Any]:
+    """Run (no load) expecting a TerminalError that matches ``match``; the failed run's summary."""
     from fastclv.errors import TerminalError
 
-    with pytest.raises(TerminalError, match=r"customer\(s\) big exceeds numeric\(18,2\)"):
-        run(
-            Settings(
-                input=str(folder),
-                staging=str(tmp_path / "s"),
-                as_of=date(2024, 1, 31),
-                load=False,
-                shards=shards,
-            )
-        )
-    summary = json.loads((tmp_path / "s" / "2024-01-31" / stage.SUMMARY).read_text())
+    with pytest.raises(TerminalError, match=match):
+        run(Settings(input=str(folder), staging=str(tmp_path / "s"), as_of=as_of, load=False, **options))
+    summary: dict[str, Any] = json.loads((tmp_path / "s" / as_of.isoformat() / stage.SUMMARY).read_text())
     assert summary["status"] == "failed"
-    assert "big" in summary["error"]
+    return summary
 
 
 @pytest.mark.parametrize("shards", [1, 2])  # 2: each part is scored in a worker process
@@ -347,23 +350,8 @@ def test_a_predicted_clv_beyond_numeric_18_2_is_a_clear_error_naming_customers(
     tmp_path: Path, shards: int
 ) -> None:
     """A margin of 10^16 makes every positive CLV too large for numeric(18,2): a clear error."""
-    from fastclv.errors import TerminalError
-
-    with pytest.raises(
-        TerminalError, match=r"predicted CLV of customer\(s\) ([^ ,]+, ){4}[^ ,]+ exceeds numeric\(18,2\)"
-    ):
-        run(
-            Settings(
-                input=str(SAMPLE),
-                staging=str(tmp_path / "s"),
-                as_of=date(2025, 12, 31),
-                load=False,
-                margin=1e16,
-                shards=shards,
-            )
-        )
-    summary = json.loads((tmp_path / "s" / "2025-12-31" / stage.SUMMARY).read_text())
-    assert summary["status"] == "failed"
+    names = r"predicted CLV of customer\(s\) ([^ ,]+, ){4}[^ ,]+ exceeds numeric\(18,2\)"
+    summary = _fails_terminally(names, SAMPLE, tmp_path, date(2025, 12, 31), margin=1e16, shards=shards)
     assert "predicted CLV" in summary["error"]
 
 
