@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The staged file of per-customer holdout figures.
-HOLDOUT = "holdout.parquet"
+HOLDOUT = stage.HOLDOUT
 #: Default holdout: one quarter. Long enough to see a repeat purchase of customers who buy a
 #: few times a year, short enough to leave most of a typical export's history to calibrate on.
 DEFAULT_HOLDOUT_DAYS = 90

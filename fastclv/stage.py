@@ -49,6 +49,8 @@ REJECTS = "rejects.parquet"
 #: The validated inputs, in contract order.
 INPUTS = ("customers.parquet", "orders.parquet", "order_items.parquet")
 REPORTS = ("verify_report.md", "verify_report.json")
+#: The per-customer figures of the holdout backtest (when it ran).
+HOLDOUT: Final = "holdout.parquet"
 #: Codec of the staged, validated inputs: written once and read twice locally (transform,
 #: verify), so write speed wins. Measured at L on the 28M items: zstd 17.2 s, lz4 11.3 s for
 #: the items' resolve-and-stage step, at 1.3x zstd's file size.
@@ -418,7 +420,7 @@ class StagingArea:
         prepare_run_dir(self.local_dir())
         # The summary first (the folder is no result any more), then the previous run's
         # outputs, so that a failed rerun never leaves old and new files side by side.
-        self.remove(SUMMARY, *INPUTS, REJECTS, OUTPUT, *REPORTS)
+        self.remove(SUMMARY, *INPUTS, REJECTS, OUTPUT, HOLDOUT, *REPORTS)
 
     def finish(self, *, succeeded: bool) -> None:
         """End a run: drop the work files of a successful one (a failed one keeps them locally)."""

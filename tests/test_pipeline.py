@@ -360,13 +360,24 @@ def test_a_failed_rerun_leaves_no_stale_output_behind(generated: Path, tmp_path:
     run(settings)
     run_dir = tmp_path / "s" / AS_OF.isoformat()
     assert (run_dir / stage.OUTPUT).exists()
+    assert (run_dir / stage.HOLDOUT).exists()
     from fastclv.errors import InputError
 
     with pytest.raises(InputError):
         run(settings.replace(input=str(tmp_path / "nowhere")))
     assert not (run_dir / stage.OUTPUT).exists()
     assert not (run_dir / stage.REJECTS).exists()
+    assert not (run_dir / stage.HOLDOUT).exists()
     assert json.loads((run_dir / stage.SUMMARY).read_text())["status"] == "failed"
+
+
+def test_a_rerun_without_the_backtest_leaves_no_holdout_file_behind(generated: Path, tmp_path: Path) -> None:
+    settings = Settings(input=str(generated), staging=str(tmp_path), as_of=AS_OF, load=False)
+    run(settings)
+    assert (tmp_path / AS_OF.isoformat() / stage.HOLDOUT).exists()
+    summary = run(settings.replace(holdout_days=0))
+    assert summary.status == "succeeded"
+    assert not (tmp_path / AS_OF.isoformat() / stage.HOLDOUT).exists()
 
 
 def test_a_database_that_is_down_at_the_start_still_ends_in_a_failed_summary(
