@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -116,11 +116,17 @@ def run(
     """
     settings = settings.replace(run_id=settings.run_id or new_run_id(settings.as_of))
     assert settings.run_id is not None
-    with staging_area(settings) as area, stage.run_lock(area, settings.run_id):
+    started_at = datetime.now(UTC)
+    with ExitStack() as stack:
         t_start = time.perf_counter()
         try:
+            area = stack.enter_context(staging_area(settings))
+            stack.enter_context(stage.run_lock(area, settings.run_id))
             summary = begin(settings, area=area, record=False)
-        except BaseException as exc:  # noqa: BLE001 - re-raised: no summary without a run folder
+        except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+            # No run folder (an unusable staging location, the date's lock not had in time): no
+            # summary either, but the ledger still records the failed run.
+            _record_unstarted(settings, _as_fastclv_error(exc, settings), started_at)
             _reraise(exc, settings)
         claim = None
         try:
@@ -147,6 +153,14 @@ def run(
                     claim.release()
                 write_report(settings, summary, area=area)  # a failed run's report says why; never raises
     return summary
+
+
+def _record_unstarted(settings: Settings, exc: BaseException, started_at: datetime) -> None:
+    """The ledger row of a run that failed before its run folder was ready (best effort)."""
+    summary = _new_summary(settings, started_at)
+    fail(summary, exc, settings)
+    summary.finished_at = datetime.now(UTC)
+    _record(settings, summary)
 
 
 @contextmanager

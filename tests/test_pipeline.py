@@ -355,6 +355,23 @@ def test_a_predicted_clv_beyond_numeric_18_2_is_a_clear_error_naming_customers(
     assert "predicted CLV" in summary["error"]
 
 
+def test_a_run_whose_staging_cannot_be_made_is_still_recorded_as_failed(
+    tmp_path: Path, pg_uri: str, pg_schema: str
+) -> None:
+    from fastclv.errors import ConfigError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings = Settings(
+        input=str(SAMPLE), staging=str(blocker), as_of=AS_OF, pg_uri=pg_uri, pg_schema=pg_schema, run_id="r-1"
+    )
+    with pytest.raises(ConfigError, match="not a folder"):
+        run(settings)
+    runs = _table(pg_uri, pg_schema, "SELECT run_id, as_of, status, error FROM {schema}.customer_ltv_runs")
+    assert runs.select("run_id", "as_of", "status").rows() == [("r-1", AS_OF, "failed")]
+    assert "not a folder" in runs["error"][0]
+
+
 def test_a_failed_rerun_leaves_no_stale_output_behind(generated: Path, tmp_path: Path) -> None:
     settings = Settings(input=str(generated), staging=str(tmp_path / "s"), as_of=AS_OF, load=False)
     run(settings)
