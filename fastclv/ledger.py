@@ -82,8 +82,36 @@ def start_run(
     )
     owner = SESSION_OWNER if hold else TASK_OWNER
     params = (run_id, as_of, _utc(started_at), redact(input, pg_uri=pg_uri), owner)
-    conn = _write_ledger(pg_uri, schema, runs_table, run_id, sql, params, before=_mark_abandoned, hold=hold)
+
+    def before(cur: pg.Cursor, schema: str, runs_table: str, run_id: str) -> None:
+        _refuse_another_date(cur, schema, runs_table, run_id, as_of)
+        _mark_abandoned(cur, schema, runs_table, run_id)
+
+    conn = _write_ledger(pg_uri, schema, runs_table, run_id, sql, params, before=before, hold=hold)
     return RunClaim(conn, run_id) if conn is not None else None
+
+
+def _refuse_another_date(
+    cur: pg.Cursor, schema: str, runs_table: str, run_id: str, as_of: date | None
+) -> None:
+    """A run id names one run: one recorded for another as-of date is not taken over.
+
+    (A retried run of the same date starts over in its row; a run of another date that reused
+    the id would erase that run's record.)
+    """
+    if as_of is None:
+        return
+    cur.execute(
+        f"SELECT as_of FROM {qualified(schema, runs_table)} WHERE run_id = $1",  # noqa: S608
+        parameters=(run_id,),
+    )
+    row = cur.fetchone()
+    if row is not None and row[0] is not None and row[0] != as_of:
+        raise ConfigError(
+            f"run id {run_id!r} is recorded in {schema}.{runs_table} already, for as-of {row[0]}: "
+            f"a run as of {as_of} cannot take it over. Hint: give this run its own --run-id "
+            "(or none: a new one is generated)."
+        )
 
 
 def _run_key(schema: str, runs_table: str, run_id: str) -> str:
@@ -162,7 +190,15 @@ def finish_run(
         _json(timings),
         None if error is None else redact(error, pg_uri=pg_uri),
     )
-    _write_ledger(pg_uri, schema, runs_table, run_id, sql, params)
+    _write_ledger(
+        pg_uri,
+        schema,
+        runs_table,
+        run_id,
+        sql,
+        params,
+        before=lambda cur, schema, table, run_id: _refuse_another_date(cur, schema, table, run_id, as_of),
+    )
 
 
 def _utc(moment: datetime) -> datetime:

@@ -117,3 +117,27 @@ def test_a_ledger_from_before_abandoned_is_upgraded_in_place(pg_uri: str, pg_sch
         conn.execute(
             sql.SQL("UPDATE {}.customer_ltv_runs SET status = 'lost'").format(sql.Identifier(pg_schema))
         )
+
+
+def test_a_run_id_recorded_for_another_date_is_refused_and_its_record_kept(
+    pg_uri: str, pg_schema: str
+) -> None:
+    from fastclv.errors import ConfigError
+
+    day, other = date(2025, 1, 31), date(2025, 1, 30)
+    now = datetime.now(UTC)
+    ledger.start_run(pg_uri, schema=pg_schema, run_id="myrun", as_of=day, input="in", started_at=now)
+    ledger.finish_run(
+        pg_uri, schema=pg_schema, run_id="myrun", status="succeeded", finished_at=now, output_rows=7
+    )
+    with pytest.raises(ConfigError, match=r"run id 'myrun' is recorded .* for as-of 2025-01-31"):
+        ledger.start_run(pg_uri, schema=pg_schema, run_id="myrun", as_of=other, input="in", started_at=now)
+    with pytest.raises(ConfigError, match="cannot take it over"):
+        ledger.finish_run(
+            pg_uri, schema=pg_schema, run_id="myrun", status="failed", finished_at=now, as_of=other, error="x"
+        )
+    kept = rows(pg_uri, pg_schema)["myrun"]
+    assert (kept["as_of"], kept["status"], kept["output_rows"]) == (day, "succeeded", 7)
+    # A retry of the same date starts over in its row, as before.
+    ledger.start_run(pg_uri, schema=pg_schema, run_id="myrun", as_of=day, input="in", started_at=now)
+    assert rows(pg_uri, pg_schema)["myrun"]["status"] == "running"
