@@ -297,7 +297,11 @@ def run_stage(
     result["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("%s: %s in %.2f s", name, _describe(name, result), result["seconds"])
     if name == "extract":
-        warning = reject_rate_warning(result["reject_rates"], settings.reject_rate_threshold)
+        found = [
+            reject_rate_warning(result["reject_rates"], settings.reject_rate_threshold),
+            empty_input_warning(result["files"]),
+        ]
+        warning = "; ".join(w for w in found if w)
         if warning:
             result["warning"] = warning
             log.warning("extract: %s (the run continues)", warning)
@@ -352,6 +356,24 @@ def reject_rate_warning(rates: Mapping[str, float], threshold: float) -> str | N
     if not over:
         return None
     return f"reject rate above {threshold:.2%}: " + ", ".join(f"{n} {r:.2%}" for n, r in over.items())
+
+
+def empty_input_warning(files: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The warning when no customer is valid (None otherwise): the output, and the date, empty.
+
+    The contract's answer to an export without customers is a date without rows, which is
+    almost always an export that went wrong upstream: the run goes on, and says so.
+
+    >>> empty_input_warning({"customers": {"read": 2, "valid": 0}})[:45]
+    'customers.csv has no valid customer (2 read):'
+    """
+    customers = files.get("customers")
+    if customers is None or int(customers["valid"]) > 0:
+        return None
+    return (
+        f"customers.csv has no valid customer ({int(customers['read'])} read): the output is empty, "
+        "and a load replaces the date with no rows"
+    )
 
 
 def record_stage(summary: RunSummary, name: str, result: Mapping[str, Any]) -> None:

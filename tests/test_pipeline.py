@@ -372,6 +372,21 @@ def test_a_run_whose_staging_cannot_be_made_is_still_recorded_as_failed(
     assert "not a folder" in runs["error"][0]
 
 
+def test_an_export_without_customers_runs_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "customers.csv").write_text("customer_id,signup_date,country\n")
+    (folder / "orders.csv").write_text("order_id,customer_id,order_ts,status\n")
+    (folder / "order_items.csv").write_text("order_id,sku,quantity,unit_price,discount\n")
+    with caplog.at_level(logging.WARNING, logger="fastclv"):
+        summary = run(Settings(input=str(folder), staging=str(tmp_path / "s"), as_of=AS_OF, load=False))
+    assert summary.status == "succeeded"
+    assert summary.output_rows == 0
+    assert "customers.csv has no valid customer (0 read)" in caplog.text
+
+
 def test_a_failed_rerun_leaves_no_stale_output_behind(generated: Path, tmp_path: Path) -> None:
     settings = Settings(input=str(generated), staging=str(tmp_path / "s"), as_of=AS_OF, load=False)
     run(settings)
