@@ -5,8 +5,10 @@
 * **D has no partition yet** (the daily case): it creates a standalone table
   ``<table>_s<yyyymmdd>_<id>`` with the same columns and ``CHECK (as_of = D)`` (so ATTACH needs
   no validation scan), streams the Parquet batches into it with ``adbc_ingest`` (binary COPY),
-  builds its primary key, and attaches it as the partition of D in one short transaction.
-  ATTACH takes a SHARE UPDATE EXCLUSIVE lock on the parent: readers are never blocked.
+  builds its primary key, and attaches it as the partition of D, all in one transaction (ATTACH
+  is a catalog change, outside snapshots: rows committed before it would show to a REPEATABLE
+  READ snapshot taken in between). ATTACH takes a SHARE UPDATE EXCLUSIVE lock on the parent, at
+  the end of the transaction: readers are never blocked.
 * **D is loaded already** (a rerun, a backfill): one transaction deletes the rows of D and
   COPYs the new ones into the same partition. MVCC then gives every reader, at every isolation
   level, the old rows or the new ones: a REPEATABLE READ or SERIALIZABLE transaction whose
@@ -657,6 +659,8 @@ class _Loader:
     pg_uri: str = field(repr=False)
     #: COPY streams into a new partition's staging table (each on its own connection).
     streams: int = 1
+    #: A new date's load in one transaction, committed by the swap (one COPY stream).
+    one_transaction: bool = False
     phase: str = "preparing"
     #: A step of the by-part load (:func:`begin_load_by_part`): the swap also drops the log.
     by_part: bool = False
@@ -677,6 +681,11 @@ class _Loader:
                 self._step("vacuum", "vacuuming the reloaded partition of", self._vacuum)
                 logger.debug("load phases for %s (seconds): %s", self.names.display, self.timings)
                 return
+        # One COPY stream: the new date's table, its rows, its key and the ATTACH in one
+        # transaction, so that a REPEATABLE READ snapshot taken before the load never sees them
+        # (ATTACH is a catalog change, outside snapshots; rows committed before it would show).
+        # Several streams commit on their own connections first.
+        self.one_transaction = self.streams < 2
         self._step("create", "creating the staging table for", self._create_staging)
         self._step("copy", "copying rows into the staging table for", self._copy)
         self._step("index", "adding the primary key to the staging table for", self._add_key)
@@ -774,6 +783,8 @@ class _Loader:
         self._execute(table_ddl(n.schema, n.staging, (check,)))
         comment = f"{_STAGING_COMMENT} of run {self.run_id}".replace("'", "''")
         self._execute(f"COMMENT ON TABLE {qualified(n.schema, n.staging)} IS '{comment}'")
+        if self.one_transaction:
+            return  # rolled back with the rest on a failure: nothing to drop
         self.conn.commit()
         self.staging_created = True
 
@@ -785,7 +796,8 @@ class _Loader:
                 cur.adbc_ingest(
                     self.names.staging, self.batches.reader(), mode="append", db_schema_name=self.names.schema
                 )
-            self.conn.commit()
+            if not self.one_transaction:
+                self.conn.commit()
             return
         # Several streams, each COPYing its row groups on its own connection; the staging table
         # is this connection's (created and committed; ours to drop if a stream fails).
@@ -828,7 +840,8 @@ class _Loader:
             f"ALTER TABLE {qualified(n.schema, n.staging)} ADD CONSTRAINT {quote(n.staging + '_pkey')} "
             "PRIMARY KEY (as_of, customer_id)"
         )
-        self.conn.commit()
+        if not self.one_transaction:
+            self.conn.commit()
 
     def _partition_of_date(self) -> str | None:
         """The name of the partition holding D, if there is one (any name: found by its bound)."""

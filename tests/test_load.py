@@ -213,6 +213,47 @@ def test_a_reader_whose_snapshot_predates_a_reload_sees_the_old_rows(
     assert_holds(pg_uri, pg_schema, new)
 
 
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_snapshot_taken_while_a_new_date_waits_to_attach_never_sees_its_rows(
+    pg_uri: str, pg_schema: str, tmp_path: Path, isolation: str
+) -> None:
+    """The new date's rows, key and ATTACH commit together (ATTACH is outside snapshots)."""
+    earlier = D - timedelta(days=1)
+    other = ltv_frame(earlier, 50)
+    load.load_partition(pg_uri, parquet(other, tmp_path), earlier, schema=pg_schema, run_id="a")
+    new = ltv_frame(D, 200, "new")
+    source = parquet(new, tmp_path)
+    parent = sql.Identifier(pg_schema, "customer_ltv")
+    rows = sql.SQL("SELECT customer_id FROM {} WHERE as_of = %s ORDER BY 1").format(parent)
+    failures: list[BaseException] = []
+
+    def load_d() -> None:
+        try:
+            load.load_partition(pg_uri, source, D, schema=pg_schema, run_id="b", lock_timeout_s=60)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failures.append(exc)
+
+    with psycopg.connect(pg_uri) as blocker, psycopg.connect(pg_uri) as reader:
+        blocker.execute(sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(parent))
+        loading = threading.Thread(target=load_d)
+        loading.start()
+        waiting = sql.SQL("SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted")
+        name = f"{pg_schema}.customer_ltv"
+        deadline = time.monotonic() + 60
+        while blocker.execute(waiting, (name,)).fetchone() == (0,) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the load waits for the ATTACH's lock: its rows are in
+        reader.execute(f"BEGIN ISOLATION LEVEL {isolation}".encode())
+        assert reader.execute(rows, (D,)).fetchall() == []  # the snapshot, taken while it waits
+        blocker.rollback()
+        loading.join(60)
+        assert not failures
+        assert reader.execute(rows, (D,)).fetchall() == []
+        reader.rollback()
+        after = [r[0] for r in reader.execute(rows, (D,)).fetchall()]
+        assert after == sorted(new["customer_id"].to_list())
+    assert_holds(pg_uri, pg_schema, pl.concat([other, new]))
+
+
 def test_a_long_running_reader_does_not_block_a_reload(pg_uri: str, pg_schema: str, tmp_path: Path) -> None:
     before, after = ltv_frame(D, 200), ltv_frame(D, 150, "new")
     load.load_partition(pg_uri, parquet(before, tmp_path), D, schema=pg_schema, run_id="ok")
@@ -288,7 +329,11 @@ def test_concurrent_loads_of_one_date_are_serialised(pg_uri: str, pg_schema: str
 def test_a_crashed_loads_staging_table_is_dropped_by_the_next_load(
     pg_uri: str, pg_schema: str, tmp_path: Path
 ) -> None:
-    """A live load's staging table is left alone; once its session dies, the next load drops it."""
+    """A live load's staging table is left alone; once its session dies, the next load drops it.
+
+    The loads that commit a staging table before their swap: several COPY streams (here asked
+    for; the reader is one). A single-stream load is one transaction: a crash leaves nothing.
+    """
     frame = ltv_frame(D, 600)
     table = frame.to_arrow().cast(output_arrow_schema())
     paused, resume = threading.Event(), threading.Event()
@@ -305,7 +350,7 @@ def test_a_crashed_loads_staging_table_is_dropped_by_the_next_load(
     def crashing_load() -> None:
         reader = pa.RecordBatchReader.from_batches(table.schema, slow_batches())
         try:
-            load.load_partition(pg_uri, reader, D, schema=pg_schema, run_id="crashes")
+            load.load_partition(pg_uri, reader, D, schema=pg_schema, run_id="crashes", streams=2)
         except FastclvError as exc:
             errors.append(exc)
 
