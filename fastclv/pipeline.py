@@ -126,7 +126,7 @@ def run(
         except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
             # No run folder (an unusable staging location, the date's lock not had in time): no
             # summary either, but the ledger still records the failed run.
-            _record_unstarted(settings, _as_fastclv_error(exc, settings), started_at)
+            _record_unstarted(settings, exc, started_at)
             _reraise(exc, settings)
         claim = None
         try:

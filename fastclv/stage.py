@@ -73,8 +73,8 @@ def staging_error(exc: BaseException, staging: str | Path) -> FastclvError | Non
 
     A full disk is transient (free space, retry); a read-only location, missing permission, a
     path through a file or one that cannot be created is a configuration error (point
-    ``--staging`` elsewhere). Recognised from
-    the errno of an OSError, or from the words Polars and pyarrow wrap it in.
+    ``--staging`` elsewhere). Recognised from the errno of an OSError, or from the words Polars
+    and pyarrow wrap it in.
     """
     if isinstance(exc, FastclvError):
         return None

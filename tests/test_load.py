@@ -242,6 +242,7 @@ def test_a_snapshot_taken_while_a_new_date_waits_to_attach_never_sees_its_rows(
         deadline = time.monotonic() + 60
         while blocker.execute(waiting, (name,)).fetchone() == (0,) and time.monotonic() < deadline:
             time.sleep(0.05)  # until the load waits for the ATTACH's lock: its rows are in
+        assert blocker.execute(waiting, (name,)).fetchone() != (0,), "the load never waited to attach"
         reader.execute(f"BEGIN ISOLATION LEVEL {isolation}".encode())
         assert reader.execute(rows, (D,)).fetchall() == []  # the snapshot, taken while it waits
         blocker.rollback()
